@@ -1,0 +1,1 @@
+"""ssl-bench harness: CLI, orchestration, splits, data, tracking and report."""

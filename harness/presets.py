@@ -1,0 +1,26 @@
+"""Named configurations: the paper's protocol, and CPU-sized ones that finish here."""
+
+from implementations.interface import TrainConfig
+
+PRESETS: dict[str, TrainConfig] = {
+    # FixMatch paper / TorchSSL fixmatch_cifar10_*: WRN-28-2, 2^20 iterations of 64 + 7·64 + 7·64 images.
+    "paper": TrainConfig(preset="paper"),
+    # A few dozen iterations of a tiny WRN: checks that everything runs, learns nothing.
+    "smoke": TrainConfig(
+        preset="smoke", iterations=40, labeled_batch_size=8, unlabeled_ratio=2, depth=10, widen_factor=1,
+        eval_interval=20, log_interval=5, checkpoint_interval=20, eval_batch_size=512,
+    ),
+    # Minutes on a 2-core CPU, long enough for the accuracy to move.
+    "cpu": TrainConfig(
+        preset="cpu", iterations=2000, labeled_batch_size=32, unlabeled_ratio=3, depth=16, widen_factor=1,
+        eval_interval=250, log_interval=25, checkpoint_interval=250, eval_batch_size=512,
+    ),
+}
+
+
+def resolve_preset(name: str, **overrides) -> TrainConfig:
+    """The preset with the given fields replaced (fields left as None keep the preset's value)."""
+    if name not in PRESETS:
+        raise KeyError(name)
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return PRESETS[name].replace(**changes)

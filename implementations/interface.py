@@ -1,0 +1,134 @@
+"""The one small interface between the harness and any FixMatch implementation.
+
+The harness resolves a `TrainConfig`, loads `ImageData`, draws the labeled indices and hands
+them, with a `MetricsSink`, to `Implementation.train`. The implementation trains, evaluates
+and checkpoints into `RunInputs.work_dir` (resuming from a checkpoint found there), reports
+every number through the sink under the metric names below, and returns a `RunResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping, Protocol
+
+import numpy as np
+
+# Metric names: identical for every implementation, so MLflow compares them side by side.
+# Evaluation of the EMA model on the test set, logged with the iteration as step.
+EVAL_TOP1 = "eval/top1"
+EVAL_TOP5 = "eval/top5"
+EVAL_PRECISION = "eval/precision_macro"
+EVAL_RECALL = "eval/recall_macro"
+EVAL_F1 = "eval/f1_macro"
+EVAL_AUC = "eval/auc_ovo"
+EVAL_LOSS = "eval/loss"
+EVAL_CLASS_ACCURACY_PREFIX = "eval/class_accuracy/"  # + class name
+# Training signals, averaged over the iterations since the previous log.
+TRAIN_SUPERVISED_LOSS = "train/supervised_loss"
+TRAIN_UNSUPERVISED_LOSS = "train/unsupervised_loss"
+TRAIN_TOTAL_LOSS = "train/total_loss"
+TRAIN_MASK_RATE = "train/mask_rate_above_threshold"  # fraction of unlabeled images kept
+TRAIN_PSEUDO_LABEL_ACCURACY = "train/pseudo_label_accuracy"  # of kept pseudo-labels vs hidden truth
+TRAIN_LR = "train/lr"
+TRAIN_ITERATIONS_PER_SECOND = "train/iterations_per_second"
+TRAIN_DATA_WAIT_SECONDS = "train/data_wait_seconds_per_iteration"
+
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every hyper-parameter of a run, resolved once and logged whole. Defaults are the paper's."""
+
+    preset: str = "paper"
+    algorithm: Literal["fixmatch", "supervised"] = "fixmatch"  # supervised: λ = 0, no unlabeled batch
+    iterations: int = 2**20
+    labeled_batch_size: int = 64  # B
+    unlabeled_ratio: int = 7  # μ: unlabeled batch = μ·B
+    threshold: float = 0.95  # τ
+    unsupervised_weight: float = 1.0  # λ
+    learning_rate: float = 0.03
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    ema_decay: float = 0.999
+    depth: int = 28
+    widen_factor: int = 2
+    randaugment_ops: int = 2
+    eval_interval: int = 5000
+    log_interval: int = 100
+    checkpoint_interval: int = 5000
+    eval_batch_size: int = 1024
+    seed: int = 0
+    device: str = "auto"  # "auto" resolves to cuda when present, else cpu
+    precision: Precision = "bf16"
+    channels_last: bool = True
+    compile: bool = False
+    augmentation: Literal["batched", "pil"] = "batched"  # pil: the per-image reference path
+
+    @property
+    def unlabeled_batch_size(self) -> int:
+        return self.unlabeled_ratio * self.labeled_batch_size if self.algorithm == "fixmatch" else 0
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def as_params(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """A labelled image classification data set held in memory as uint8 arrays."""
+
+    train_images: np.ndarray  # uint8 (N, 32, 32, 3), RGB, HWC
+    train_labels: np.ndarray  # int64 (N,)
+    test_images: np.ndarray  # uint8 (M, 32, 32, 3)
+    test_labels: np.ndarray  # int64 (M,)
+    class_names: tuple[str, ...]
+    identity: str  # names the data set; part of every split digest
+    official: bool  # False when the files are not the official full set (e.g. the subset in ../shared)
+    source_dir: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class MetricsSink(Protocol):
+    """Where an implementation reports its numbers; the harness backs it with MLflow."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_confusion_matrix(self, matrix: np.ndarray, step: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    config: TrainConfig
+    data: ImageData
+    labeled_indices: np.ndarray  # int64 indices into data.train_images; unlabeled = all of train
+    split_digest: str
+    work_dir: Path  # checkpoints live here; a checkpoint found here is resumed
+
+
+@dataclass
+class RunResult:
+    iterations: int  # iterations actually trained
+    final_metrics: dict[str, float]  # evaluation metrics at the last iteration
+    best_top1: float
+    best_iteration: int
+    confusion_matrix: np.ndarray  # at the last evaluation, rows = true class
+    extra: dict[str, object] = field(default_factory=dict)  # implementation facts worth recording
+
+
+class Implementation(Protocol):
+    name: str
+
+    def train(self, run: RunInputs, sink: MetricsSink) -> RunResult: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the run must stop as FAILED."""
