@@ -1,0 +1,117 @@
+"""FixMatch (Sohn et al., 2020), Algorithm 1, and its training recipe.
+
+For a labeled batch x of size B and an unlabeled batch u of size μB:
+
+    ℓ_s = CE(labels, f(weak(x)))
+    q   = softmax(f(weak(u)))            treated as a constant (no gradient)
+    ℓ_u = 1/(μB) · Σ 1[max q ≥ τ] · CE(argmax q, f(strong(u)))
+    ℓ   = ℓ_s + λ ℓ_u
+
+One forward pass over [weak(x); weak(u); strong(u)], so batch norm sees all three together.
+Optimised by SGD with Nesterov momentum, lr η·cos(7πk / 16K), weight decay on convolution
+and linear weights only; the model evaluated is an exponential moving average of the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+
+@dataclass
+class FixMatchLoss:
+    total: torch.Tensor
+    supervised: torch.Tensor
+    unsupervised: torch.Tensor
+    mask: torch.Tensor  # 1.0 where the weak prediction is confident enough to be a pseudo-label
+    pseudo_labels: torch.Tensor
+
+
+def fixmatch_loss(
+    labeled_logits: torch.Tensor,
+    labels: torch.Tensor,
+    weak_logits: torch.Tensor,
+    strong_logits: torch.Tensor,
+    threshold: float,
+    unsupervised_weight: float,
+) -> FixMatchLoss:
+    supervised = F.cross_entropy(labeled_logits.float(), labels)
+
+    weak_probabilities = torch.softmax(weak_logits.detach().float(), dim=-1)
+    confidence, pseudo_labels = weak_probabilities.max(dim=-1)
+    mask = (confidence >= threshold).float()
+    # Averaged over the whole unlabeled batch, not over the confident part of it.
+    unsupervised = (F.cross_entropy(strong_logits.float(), pseudo_labels, reduction="none") * mask).mean()
+
+    total = supervised + unsupervised_weight * unsupervised
+    return FixMatchLoss(total, supervised, unsupervised, mask, pseudo_labels)
+
+
+def fixmatch_step(
+    model: nn.Module,
+    labeled_images: torch.Tensor,
+    labels: torch.Tensor,
+    weak_images: torch.Tensor,
+    strong_images: torch.Tensor,
+    threshold: float,
+    unsupervised_weight: float,
+) -> FixMatchLoss:
+    """The loss of one FixMatch iteration (backward and optimiser step are the caller's)."""
+    logits = model(torch.cat([labeled_images, weak_images, strong_images]))
+    labeled_logits, weak_logits, strong_logits = logits.split(
+        [len(labeled_images), len(weak_images), len(strong_images)]
+    )
+    return fixmatch_loss(labeled_logits, labels, weak_logits, strong_logits, threshold, unsupervised_weight)
+
+
+def supervised_step(model: nn.Module, labeled_images: torch.Tensor, labels: torch.Tensor) -> FixMatchLoss:
+    """The supervised-only baseline (λ = 0, no unlabeled batch), reported in the same shape."""
+    supervised = F.cross_entropy(model(labeled_images).float(), labels)
+    empty = labels.new_zeros(0)
+    return FixMatchLoss(supervised, supervised, torch.zeros_like(supervised), empty.float(), empty)
+
+
+def build_optimizer(model: nn.Module, learning_rate: float, momentum: float, nesterov: bool,
+                    weight_decay: float, device: torch.device) -> torch.optim.SGD:
+    """SGD; weight decay on convolution and linear weights only, never on batch norm or biases."""
+    decayed = [p for p in model.parameters() if p.ndim > 1]
+    not_decayed = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD(
+        [{"params": decayed, "weight_decay": weight_decay}, {"params": not_decayed, "weight_decay": 0.0}],
+        lr=learning_rate,
+        momentum=momentum,
+        nesterov=nesterov,
+        fused=device.type == "cuda",  # one kernel per step on GPU; CPU keeps the default foreach path
+    )
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_iterations: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """lr = η · cos(7πk / 16K): decays to η·cos(7π/16) ≈ 0.2η at the last iteration, never to zero."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda k: math.cos(7 * math.pi * k / (16 * total_iterations))
+    )
+
+
+class WeightEMA(AveragedModel):
+    """EMA of the parameters (decay d: ema ← d·ema + (1-d)·θ); batch-norm statistics are copied.
+
+    The running mean/variance are already moving averages, so, as in FixMatch's reference code,
+    the EMA model takes them from the trained model as they are.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
+        # AveragedModel copies the weights on its first update; the EMA starts from the initial weights instead.
+        # The counter stays on the host so that reading it is no device synchronisation.
+        self.n_averaged = torch.ones((), dtype=torch.long)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.update_parameters(model)
+        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
+            ema_buffer.copy_(buffer)

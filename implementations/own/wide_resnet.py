@@ -1,0 +1,91 @@
+"""Wide ResNet (Zagoruyko & Komodakis 2016) as the FixMatch paper uses it: WRN-28-2 for CIFAR-10.
+
+Pre-activation residual blocks, LeakyReLU(0.1), batch norm with momentum 0.001 (TensorFlow's
+decay 0.999), convolutions without bias. The block follows FixMatch's reference code: the
+first block of the network adds its residual to the activated input, later blocks to the raw
+input (through a 1x1 projection where the width or stride changes).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+BN_MOMENTUM = 0.001
+LEAKY_RELU_SLOPE = 0.1
+
+
+def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, activate_before_residual: bool):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_channels, momentum=BN_MOMENTUM)
+        self.conv1 = _conv3x3(in_channels, out_channels, stride)
+        self.bn2 = nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM)
+        self.conv2 = _conv3x3(out_channels, out_channels)
+        self.activation = nn.LeakyReLU(LEAKY_RELU_SLOPE)
+        self.activate_before_residual = activate_before_residual
+        self.projection = (
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+            if in_channels != out_channels or stride != 1
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        activated = self.activation(self.bn1(x))
+        residual = activated if self.activate_before_residual else x
+        out = self.conv1(activated)
+        out = self.conv2(self.activation(self.bn2(out)))
+        if self.projection is not None:
+            residual = self.projection(residual)
+        return residual + out
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-width: 3 groups of (depth - 4) / 6 blocks with 16·w, 32·w, 64·w channels."""
+
+    def __init__(self, num_classes: int = 10, depth: int = 28, widen_factor: int = 2):
+        super().__init__()
+        if (depth - 4) % 6 != 0 or depth < 10:
+            raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
+        blocks_per_group = (depth - 4) // 6
+        widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+
+        self.stem = _conv3x3(3, widths[0])
+        groups = []
+        for group, stride in enumerate([1, 2, 2]):
+            in_channels, out_channels = widths[group], widths[group + 1]
+            blocks = [
+                ResidualBlock(
+                    in_channels if block == 0 else out_channels,
+                    out_channels,
+                    stride if block == 0 else 1,
+                    activate_before_residual=(group == 0 and block == 0),
+                )
+                for block in range(blocks_per_group)
+            ]
+            groups.append(nn.Sequential(*blocks))
+        self.groups = nn.Sequential(*groups)
+        self.final_bn = nn.BatchNorm2d(widths[3], momentum=BN_MOMENTUM)
+        self.activation = nn.LeakyReLU(LEAKY_RELU_SLOPE)
+        self.classifier = nn.Linear(widths[3], num_classes)
+        self._initialise()
+
+    def _initialise(self) -> None:
+        # As in FixMatch's reference code: He-normal convolutions (fan-out), unit BN, Xavier classifier.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.activation(self.final_bn(self.groups(self.stem(images))))
+        return self.classifier(features.mean(dim=(2, 3)))

@@ -1,0 +1,49 @@
+import torch
+from torch import nn
+
+from implementations.own.wide_resnet import WideResNet
+
+
+def test_paper_wrn_28_2_has_1_47_million_parameters():
+    model = WideResNet(num_classes=10, depth=28, widen_factor=2)
+    parameters = sum(p.numel() for p in model.parameters())
+    assert round(parameters / 1e6, 2) == 1.47
+
+
+def test_outputs_one_logit_per_class_for_cifar_images():
+    model = WideResNet(num_classes=10, depth=10, widen_factor=1)
+    assert model(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+
+
+def test_convolutions_have_no_bias_and_batch_norm_uses_momentum_0_001():
+    model = WideResNet(depth=16, widen_factor=2)
+    convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert convolutions and all(conv.bias is None for conv in convolutions)
+    assert norms and all(norm.momentum == 0.001 for norm in norms)
+
+
+def test_activations_are_leaky_relu_with_slope_0_1():
+    model = WideResNet(depth=10, widen_factor=1)
+    activations = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU))]
+    assert activations and all(isinstance(a, nn.LeakyReLU) and a.negative_slope == 0.1 for a in activations)
+
+
+def test_depth_must_be_6n_plus_4():
+    try:
+        WideResNet(depth=27)
+    except ValueError as error:
+        assert "6n + 4" in str(error)
+    else:
+        raise AssertionError("depth 27 was accepted")
+
+
+def test_initialisation_is_seeded_and_batch_norm_starts_at_identity():
+    torch.manual_seed(0)
+    first = WideResNet(depth=10, widen_factor=1)
+    torch.manual_seed(0)
+    second = WideResNet(depth=10, widen_factor=1)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.all(first.final_bn.weight == 1) and torch.all(first.final_bn.bias == 0)
+    assert torch.all(first.classifier.bias == 0)
