@@ -1,0 +1,242 @@
+"""The batched on-device augmentations (augment_batched.py) against the per-image PIL reference (augment.py).
+
+Same op table, same distribution of ops and magnitudes, and per op the same pixels as Pillow at fixed
+magnitudes, on real CIFAR-10 images.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from implementations.own import augment, augment_batched
+from tests.cifar_images import cifar_images
+
+OPS_BY_NAME = {op.name: op for op in augment.RANDAUGMENT_OPS}
+# Every op reproduces Pillow's integer and float32 arithmetic, so the pixels are equal. Rotate alone may
+# differ on another machine: cos and sin come from torch there and from libm in Pillow, and a last-ulp
+# difference can move a rotated pixel centre across a pixel edge (a handful of values, never a shift).
+MAX_DIFFERING_FRACTION = 1e-3
+
+
+def allowed_differing_fraction(name: str) -> float:
+    return MAX_DIFFERING_FRACTION if name == "Rotate" else 0.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # These batches are small: on a busy 2-core machine two intra-op threads wait for each other far
+    # longer than the work takes. Restored for the other test modules.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def batch_of(images_hwc: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(images_hwc)).permute(0, 3, 1, 2).contiguous()
+
+
+def hwc(batch: torch.Tensor) -> np.ndarray:
+    return batch.permute(0, 2, 3, 1).numpy().astype(np.int16)
+
+
+def pil_reference(images_hwc: np.ndarray, transform) -> np.ndarray:
+    return np.stack([np.asarray(transform(Image.fromarray(image), index), dtype=np.int16)
+                     for index, image in enumerate(images_hwc)])
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def fixed_magnitudes(op: augment.AugmentOp) -> list[float]:
+    if op.integer:
+        return [float(bits) for bits in range(int(op.low), int(op.high) + 1)]
+    # both ends, and values between that float32 holds exactly
+    return sorted({op.low, op.high, (op.low + op.high) / 2, op.low + (op.high - op.low) * 0.3125})
+
+
+@pytest.mark.parametrize("name", augment.OP_NAMES)
+def test_every_op_matches_pillow_at_fixed_magnitudes(name):
+    images = cifar_images(32)
+    for magnitude in fixed_magnitudes(OPS_BY_NAME[name]):
+        magnitude = float(np.float32(magnitude))  # what both sides see
+        batched = augment_batched.apply_op(batch_of(images), name, torch.full((len(images),), magnitude))
+        reference = pil_reference(images, lambda image, _: augment.apply_op(image, name, magnitude))
+        differing = np.mean(hwc(batched) != reference)
+        assert differing <= allowed_differing_fraction(name), f"{name} at {magnitude}: {differing:.2%} of values differ"
+
+
+@pytest.mark.parametrize("name", augment.OP_NAMES)
+def test_every_op_matches_pillow_with_a_different_magnitude_per_image(name):
+    images = cifar_images(32)
+    op = OPS_BY_NAME[name]
+    if op.integer:
+        magnitudes = torch.randint(int(op.low), int(op.high) + 1, (len(images),), generator=generator(1)).float()
+    else:
+        magnitudes = op.low + torch.rand(len(images), generator=generator(1)) * (op.high - op.low)
+    batched = augment_batched.apply_op(batch_of(images), name, magnitudes)
+    per_image = magnitudes.tolist()
+    reference = pil_reference(images, lambda image, index: augment.apply_op(image, name, per_image[index]))
+    assert np.mean(hwc(batched) != reference) <= allowed_differing_fraction(name)
+
+
+def test_one_round_applies_each_images_own_op_as_the_single_op_functions_do():
+    images = batch_of(cifar_images(64))
+    op_indices, magnitudes = augment_batched.draw_ops(len(images), 1, generator(3))
+    fused = augment_batched.apply_ops(images, op_indices[0], magnitudes[0])
+    for index in range(len(images)):
+        name = augment.OP_NAMES[int(op_indices[0, index])]
+        alone = augment_batched.apply_op(images[index:index + 1], name, magnitudes[0, index:index + 1])
+        assert torch.equal(fused[index:index + 1], alone), name
+
+
+def test_ops_are_drawn_uniformly_per_image_and_round():
+    op_indices, _ = augment_batched.draw_ops(7000, 2, generator(0))
+    assert op_indices.shape == (2, 7000) and op_indices.dtype == torch.int64
+    counts = torch.bincount(op_indices.flatten(), minlength=14).double()
+    expected = op_indices.numel() / 14
+    assert ((counts - expected) ** 2 / expected).sum() < 36.1  # chi-square, 13 dof, p = 0.001
+    # each image draws its own ops, independently in each round and with replacement
+    assert (op_indices[0] == op_indices[1]).double().mean() == pytest.approx(1 / 14, abs=0.01)
+
+
+@pytest.mark.parametrize("name", augment.OP_NAMES)
+def test_magnitudes_are_uniform_in_the_same_range_as_the_reference(name):
+    op = OPS_BY_NAME[name]
+    op_indices, magnitudes = augment_batched.draw_ops(30000, 2, generator(1))
+    drawn = magnitudes[op_indices == augment_batched.OP_INDEX[name]].double()
+    assert len(drawn) > 3500
+    assert drawn.min() >= op.low and drawn.max() <= op.high
+    if op.integer:
+        values, counts = torch.unique(drawn, return_counts=True)
+        assert values.tolist() == [float(bits) for bits in range(int(op.low), int(op.high) + 1)]
+        assert counts.min() > 0.8 * len(drawn) / len(values)
+    elif op.high > op.low:
+        width = op.high - op.low
+        assert drawn.min() < op.low + 0.01 * width and drawn.max() > op.high - 0.01 * width
+        quarter_counts = torch.histc(drawn, bins=4, min=op.low, max=op.high)
+        assert quarter_counts.min() > 0.9 * len(drawn) / 4
+
+
+def test_flip_and_crop_matches_pillow_for_every_flip_and_offset():
+    images = cifar_images(4)
+    for flip in (False, True):
+        for top in range(9):
+            for left in range(9):
+                batched = augment_batched.flip_and_crop(batch_of(images), torch.full((4,), flip),
+                                                        torch.full((4,), top), torch.full((4,), left))
+                reference = pil_reference(images, lambda image, _: augment.flip_and_crop(image, flip, top, left))
+                assert np.array_equal(hwc(batched), reference), (flip, top, left)
+
+
+def test_weak_augment_draws_flips_half_the_time_and_offsets_uniformly():
+    flips, tops, lefts = augment_batched.draw_flip_and_crop(9000, generator(0))
+    assert flips.double().mean() == pytest.approx(0.5, abs=0.02)
+    for offsets in (tops, lefts):
+        counts = torch.bincount(offsets, minlength=9)
+        assert len(counts) == 9 and counts.min() > 0.85 * 1000
+
+
+def test_cutout_matches_pillow_at_fixed_squares():
+    images = cifar_images(6)
+    sides = torch.tensor([0.0, 3.0, 10.0, 16.0, 16.0, 7.5])
+    centers_x = torch.tensor([5.0, 16.0, 16.0, 0.0, 31.9, 20.25])
+    centers_y = torch.tensor([5.0, 16.0, 8.0, 32.0, 0.1, 3.75])
+    batched = augment_batched.cutout(batch_of(images), sides, centers_x, centers_y)
+    reference = pil_reference(images, lambda image, i: augment.cutout(
+        image, float(sides[i]), float(centers_x[i]), float(centers_y[i])))
+    assert np.array_equal(hwc(batched), reference)
+
+
+def test_random_cutout_squares_have_sides_between_zero_and_half_the_image():
+    blank = torch.zeros((2000, 3, 32, 32), dtype=torch.uint8)
+    painted = (augment_batched.random_cutout(blank, generator(0)) == augment.CUTOUT_FILL).all(dim=1)
+    rows, columns = painted.any(dim=2).sum(dim=1), painted.any(dim=1).sum(dim=1)
+    assert torch.equal(painted.sum(dim=(1, 2)), rows * columns)  # one rectangle per image
+    assert rows.max() <= 16 and columns.max() <= 16 and rows.max() >= 15
+    sides = augment_batched.draw_cutout(20000, generator(1))[0]
+    assert sides.min() >= 0 and sides.max() <= 16 and sides.mean() == pytest.approx(8, abs=0.15)
+
+
+def test_augmentations_keep_dtype_shape_and_device():
+    images = batch_of(cifar_images(16))
+    for out in (augment_batched.weak_augment(images, generator(0)),
+                augment_batched.strong_augment(images, 3, generator(0))):
+        assert (out.dtype, out.shape, out.device) == (torch.uint8, images.shape, images.device)
+
+
+def test_augmentations_are_deterministic_under_a_generator_seed():
+    images = batch_of(cifar_images(32))
+    for augmentation in (lambda g: augment_batched.weak_augment(images, g),
+                         lambda g: augment_batched.strong_augment(images, 2, g)):
+        assert torch.equal(augmentation(generator(4)), augmentation(generator(4)))
+        assert not torch.equal(augmentation(generator(4)), augmentation(generator(5)))
+
+
+def test_strong_augment_is_flip_and_crop_then_rand_augment_then_cutout():
+    images = batch_of(cifar_images(32))
+    g = generator(8)
+    expected = augment_batched.random_cutout(
+        augment_batched.rand_augment(augment_batched.weak_augment(images, g), 2, g), g)
+    assert torch.equal(augment_batched.strong_augment(images, 2, generator(8)), expected)
+
+
+def test_the_generator_state_checkpoints_the_augmentation_stream():
+    images = batch_of(cifar_images(16))
+    g = generator(2)
+    augment_batched.strong_augment(images, 2, g)
+    saved = g.get_state()
+    expected = augment_batched.strong_augment(images, 2, g)
+    resumed = torch.Generator()
+    resumed.set_state(saved)
+    assert torch.equal(augment_batched.strong_augment(images, 2, resumed), expected)
+
+
+def test_normalize_standardises_with_the_cifar10_statistics_and_keeps_channels_last():
+    images = batch_of(cifar_images(8)).contiguous(memory_format=torch.channels_last)
+    normalised = augment_batched.normalize(images)
+    assert normalised.dtype == torch.float32 and normalised.is_contiguous(memory_format=torch.channels_last)
+    mean = torch.tensor(augment.CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(augment.CIFAR10_STD).view(1, 3, 1, 1)
+    assert torch.allclose(normalised, (images.float() / 255 - mean) / std, atol=1e-5)
+
+
+def test_a_round_reads_no_tensor_values_on_the_host():
+    # Meta tensors carry no data: any .item(), boolean indexing or data-sized output would fail here,
+    # which is what would make CUDA wait for the device. Draws off the host take the whole-batch round.
+    images = torch.empty((8, 3, 32, 32), dtype=torch.uint8, device="meta")
+    index, flips = torch.empty(8, dtype=torch.int64, device="meta"), torch.empty(8, dtype=torch.bool, device="meta")
+    values = torch.empty(8, dtype=torch.float32, device="meta")
+    out = augment_batched.apply_ops(images, index, values)
+    out = augment_batched.cutout(augment_batched.flip_and_crop(out, flips, index, index), values, values, values)
+    assert augment_batched.normalize(out).shape == (8, 3, 32, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_strong_augment_on_cuda_does_not_synchronise_and_matches_cpu_ops():
+    images = batch_of(cifar_images(64)).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    augment_batched.strong_augment(images, 2, g)  # first call creates the per-device constants
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = augment_batched.strong_augment(images, 2, g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    op_indices, magnitudes = augment_batched.draw_ops(64, 1, g)
+    on_cuda = augment_batched.apply_ops(images, op_indices[0], magnitudes[0]).cpu()
+    on_cpu = augment_batched.apply_ops(images.cpu(), op_indices[0].cpu(), magnitudes[0].cpu())
+    assert (on_cuda != on_cpu).double().mean() <= MAX_DIFFERING_FRACTION
+
+
+def test_whole_batch_round_gives_the_same_images_as_the_grouped_round():
+    images = batch_of(cifar_images(256))
+    op_indices, magnitudes = augment_batched.draw_ops(len(images), 2, generator(11))
+    for round_ops, round_magnitudes in zip(op_indices, magnitudes):
+        grouped = augment_batched.apply_ops_by_group(images, round_ops, round_magnitudes)
+        assert torch.equal(augment_batched.apply_ops_without_sync(images, round_ops, round_magnitudes), grouped)
+        images = grouped
