@@ -1,0 +1,87 @@
+"""Training batches: the labeled batch and the unlabeled batch, augmented weakly and strongly.
+
+The training set lives on the training device as uint8 (150 MB for CIFAR-10); batches are
+indexed there and augmented as whole batches, with every random draw taken from one
+`torch.Generator` on that device (airbench-style: no loader workers, no per-image Python).
+`augmentation="pil"` keeps the per-image PIL reference path, drawing from a `random.Random`.
+Both sample with replacement, as TorchSSL's RandomSampler does.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from implementations.interface import ImageData, TrainConfig
+from implementations.own import augment, augment_batched
+
+
+@dataclass
+class Batch:
+    labeled_images: torch.Tensor  # normalised float, weakly augmented
+    labels: torch.Tensor
+    weak_images: torch.Tensor | None  # unlabeled batch, weakly augmented (None for supervised-only)
+    strong_images: torch.Tensor | None  # the same images, strongly augmented
+    unlabeled_true_labels: torch.Tensor | None  # hidden from training; only for pseudo-label accuracy
+
+
+class TrainingBatches:
+    def __init__(self, data: ImageData, labeled_indices: np.ndarray, config: TrainConfig, device: torch.device):
+        self.config = config
+        self.device = device
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.train_images = torch.from_numpy(data.train_images).to(device).permute(0, 3, 1, 2).contiguous()
+        self.train_labels = torch.from_numpy(data.train_labels).to(device)
+        self.labeled_indices = torch.tensor(np.asarray(labeled_indices), dtype=torch.int64, device=device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(config.seed)
+        self.pil_random = random.Random(config.seed)
+        self.host_images = data.train_images  # HWC uint8, for the PIL path
+
+    def next(self) -> Batch:
+        config = self.config
+        picks = torch.randint(len(self.labeled_indices), (config.labeled_batch_size,),
+                              generator=self.generator, device=self.device)
+        labeled = self.labeled_indices[picks]
+        labeled_images = self._augment(labeled, strong=False)
+        if config.unlabeled_batch_size == 0:
+            return Batch(labeled_images, self.train_labels[labeled], None, None, None)
+        unlabeled = torch.randint(len(self.train_images), (config.unlabeled_batch_size,),
+                                  generator=self.generator, device=self.device)
+        return Batch(
+            labeled_images,
+            self.train_labels[labeled],
+            self._augment(unlabeled, strong=False),
+            self._augment(unlabeled, strong=True),
+            self.train_labels[unlabeled],
+        )
+
+    def _augment(self, indices: torch.Tensor, strong: bool) -> torch.Tensor:
+        if self.config.augmentation == "pil":
+            images = self._augment_per_image(indices, strong)
+        elif strong:
+            images = augment_batched.strong_augment(self.train_images[indices], self.config.randaugment_ops, self.generator)
+        else:
+            images = augment_batched.weak_augment(self.train_images[indices], self.generator)
+        return augment_batched.normalize(images).contiguous(memory_format=self.memory_format)
+
+    def _augment_per_image(self, indices: torch.Tensor, strong: bool) -> torch.Tensor:
+        images = self.host_images[indices.cpu().numpy()]
+        if strong:
+            images = augment.strong_augment_batch(images, self.config.randaugment_ops, self.pil_random)
+        else:
+            images = augment.weak_augment_batch(images, self.pil_random)
+        batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "pil_random": self.pil_random.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.pil_random.setstate(state["pil_random"])

@@ -1,0 +1,112 @@
+"""The own training loop on real CIFAR-10 images: resume, baseline, failure, both augmentation paths."""
+
+import functools
+
+import pytest
+import torch
+
+from harness.data import load_cifar10
+from harness.splits import draw_split
+from implementations import interface as names
+from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig
+from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch
+from tests.fixtures_data import SUBSET_DIR
+
+TINY = TrainConfig(
+    preset="test", iterations=8, labeled_batch_size=4, unlabeled_ratio=2, depth=10, widen_factor=1,
+    eval_interval=4, log_interval=2, checkpoint_interval=4, eval_batch_size=512,
+)
+
+
+@functools.cache
+def subset():
+    return load_cifar10(SUBSET_DIR)
+
+
+def run_inputs(config: TrainConfig, work_dir) -> RunInputs:
+    data = subset()
+    split = draw_split(data.train_labels, 40, config.seed, data.num_classes, data.identity)
+    return RunInputs(config, data, split.labeled_indices, split.digest, work_dir)
+
+
+class RecordingSink:
+    """Keeps what the trainer reports; `crash_after` raises at that step, like a killed process."""
+
+    def __init__(self, crash_after: int | None = None):
+        self.metrics: dict[str, dict[int, float]] = {}
+        self.confusion_steps: list[int] = []
+        self.crash_after = crash_after
+
+    def log_metrics(self, metrics, step):
+        if self.crash_after is not None and step > self.crash_after:
+            raise KeyboardInterrupt("simulated interruption")
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, {})[step] = value
+
+    def log_confusion_matrix(self, matrix, step):
+        self.confusion_steps.append(step)
+
+
+def final_weights(work_dir) -> dict[str, torch.Tensor]:
+    checkpoint = torch.load(work_dir / CHECKPOINT_NAME, weights_only=False)
+    return {**checkpoint["model"], **{"ema." + k: v for k, v in checkpoint["ema"].items()}}
+
+
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
+    uninterrupted = RecordingSink()
+    OwnFixMatch().train(run_inputs(TINY, tmp_path / "a"), uninterrupted)
+
+    with pytest.raises(KeyboardInterrupt):  # interrupted after the checkpoint at iteration 4
+        OwnFixMatch().train(run_inputs(TINY, tmp_path / "b"), RecordingSink(crash_after=5))
+    resumed = RecordingSink()
+    result = OwnFixMatch().train(run_inputs(TINY, tmp_path / "b"), resumed)
+
+    assert result.iterations == 8
+    assert min(resumed.metrics[names.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4, not from 0
+    expected, actual = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), key
+    assert resumed.metrics[names.EVAL_TOP1][8] == uninterrupted.metrics[names.EVAL_TOP1][8]
+    assert resumed.metrics[names.TRAIN_TOTAL_LOSS][8] == uninterrupted.metrics[names.TRAIN_TOTAL_LOSS][8]
+
+
+def test_reports_training_signals_and_evaluations_at_their_intervals(tmp_path):
+    sink = RecordingSink()
+    result = OwnFixMatch().train(run_inputs(TINY, tmp_path), sink)
+    for key in (names.TRAIN_SUPERVISED_LOSS, names.TRAIN_UNSUPERVISED_LOSS, names.TRAIN_TOTAL_LOSS,
+                names.TRAIN_MASK_RATE, names.TRAIN_LR, names.TRAIN_ITERATIONS_PER_SECOND,
+                names.TRAIN_DATA_WAIT_SECONDS):
+        assert sorted(sink.metrics[key]) == [2, 4, 6, 8], key
+    for key in (names.EVAL_TOP1, names.EVAL_TOP5, names.EVAL_PRECISION, names.EVAL_RECALL, names.EVAL_F1,
+                names.EVAL_AUC, names.EVAL_LOSS, names.EVAL_CLASS_ACCURACY_PREFIX + "airplane"):
+        assert sorted(sink.metrics[key]) == [4, 8], key
+    assert sink.confusion_steps == [4, 8]
+    assert result.confusion_matrix.sum() == len(subset().test_labels)
+    assert result.final_metrics[names.EVAL_TOP1] == sink.metrics[names.EVAL_TOP1][8]
+    assert result.best_top1 == max(sink.metrics[names.EVAL_TOP1].values())
+    assert 0.0 <= sink.metrics[names.TRAIN_MASK_RATE][8] <= 1.0
+
+
+def test_supervised_baseline_trains_through_the_same_loop_without_unlabeled_batch(tmp_path):
+    sink = RecordingSink()
+    result = OwnFixMatch().train(run_inputs(TINY.replace(algorithm="supervised"), tmp_path), sink)
+    assert result.iterations == 8
+    assert set(sink.metrics[names.TRAIN_UNSUPERVISED_LOSS].values()) == {0.0}
+    assert names.TRAIN_MASK_RATE not in sink.metrics
+    assert names.TRAIN_PSEUDO_LABEL_ACCURACY not in sink.metrics
+
+
+def test_per_image_pil_augmentation_path_trains_and_is_deterministic(tmp_path):
+    config = TINY.replace(augmentation="pil", iterations=4, precision="fp32")
+    first, second = RecordingSink(), RecordingSink()
+    OwnFixMatch().train(run_inputs(config, tmp_path / "a"), first)
+    OwnFixMatch().train(run_inputs(config, tmp_path / "b"), second)
+    assert first.metrics[names.TRAIN_TOTAL_LOSS] == second.metrics[names.TRAIN_TOTAL_LOSS]
+    assert first.metrics[names.EVAL_TOP1] == second.metrics[names.EVAL_TOP1]
+
+
+def test_a_diverging_loss_stops_the_run_with_a_clear_error(tmp_path):
+    config = TINY.replace(learning_rate=1e12, precision="fp32")
+    with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
+        OwnFixMatch().train(run_inputs(config, tmp_path), RecordingSink())
