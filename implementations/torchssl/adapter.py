@@ -1,0 +1,340 @@
+"""TorchSSL's FixMatch, unmodified at the pinned commit, behind our interface.
+
+`TorchSSLFixMatch.train` verifies the checkout (harness/vendor.py), builds TorchSSL's arguments from
+our resolved `TrainConfig`, hands it our split and our image arrays, and runs it in a child process
+of its own (child.py: TorchSSL's top-level modules `models`, `datasets`, `utils` must not meet ours).
+The child streams TorchSSL's numbers back as JSON lines on a pipe, under our metric names
+(metrics.py); this process forwards them to the sink and returns the `RunResult`.
+
+Arguments. Built as TorchSSL's own command line builds them, from the checkout: the argparse
+defaults of its fixmatch.py, then its config for the label count on top
+(config/fixmatch/fixmatch_cifar10_<N>_0.yaml; the 40-label file with `num_labels` replaced when
+there is none for N). Every TrainConfig field with a TorchSSL counterpart replaces its value
+(`HYPERPARAMETER_NAMES`); the rest (`ENVIRONMENT_ARGS`) places its files in our work dir and runs
+one non-distributed process. With the paper preset the hyper-parameters are exactly the config's.
+Not mapped, and recorded as such: TorchSSL's RandAugment always applies 3 operations (ours:
+`randaugment_ops`, 2 in the paper), it trains in fp32 (`amp: False`; `precision`, `channels_last`,
+`compile` and `augmentation` are own-implementation knobs), and its optimizer always uses Nesterov.
+
+Schedule. TorchSSL evaluates after the iteration whose 0-based index is a multiple of
+`num_eval_iter` (= our `eval_interval`), i.e. after 1, E+1, 2E+1, ... iterations, switches to every
+1000 iterations once past 0.8·K, and evaluates once more at the end; each evaluation is logged at
+step = iterations trained when it ran. Training signals are averaged over our `log_interval`, and
+TorchSSL's own `save_model` additionally checkpoints every `checkpoint_interval` iterations
+(TorchSSL alone saves every 10,000).
+
+Resume. A `latest_model.pth` in the work dir is resumed with TorchSSL's own `resume`/`load_path`:
+it restores the weights, EMA, optimizer, scheduler and iteration, not the data order or the random
+state, so a resumed TorchSSL run is not bit-identical to an uninterrupted one. TorchSSL's samplers
+restart for all K iterations after a resume (and its loop bound would then allow K+1); the adapter
+ends the data stream at K, so every run trains exactly K iterations.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import yaml
+
+from harness import vendor
+from implementations.interface import MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig, EVAL_TOP1
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REFERENCE_CONFIG = "config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
+FALLBACK_CONFIG_LABELS = 40
+CHECKPOINT_NAME = "latest_model.pth"
+SPLIT_FILE = "sampled_label_idx.npy"
+EVALUATIONS_FILE = "evaluations.json"
+
+# TrainConfig field -> TorchSSL argument of the same meaning and unit.
+HYPERPARAMETER_NAMES = {
+    "iterations": "num_train_iter",
+    "labeled_batch_size": "batch_size",
+    "unlabeled_ratio": "uratio",
+    "threshold": "p_cutoff",
+    "unsupervised_weight": "ulb_loss_ratio",
+    "learning_rate": "lr",
+    "momentum": "momentum",
+    "weight_decay": "weight_decay",
+    "ema_decay": "ema_m",
+    "depth": "depth",
+    "widen_factor": "widen_factor",
+    "eval_interval": "num_eval_iter",
+    "eval_batch_size": "eval_batch_size",
+    "seed": "seed",
+}
+# Arguments that say where and how TorchSSL runs, not what it learns.
+ENVIRONMENT_ARGS = ("save_dir", "save_name", "resume", "load_path", "overwrite", "use_tensorboard", "data_dir",
+                    "num_workers", "gpu", "world_size", "rank", "multiprocessing_distributed", "distributed",
+                    "dist_url", "dist_backend")
+PER_EXECUTION_ARGS = ("resume", "load_path")
+# What TorchSSL does regardless of our config (recorded on every run).
+TORCHSSL_FIXED = {"randaugment_ops": 3, "nesterov": True, "precision": "fp32"}
+
+
+def torchssl_hyperparameters(config: TrainConfig) -> dict[str, object]:
+    """Our hyper-parameters under TorchSSL's argument names."""
+    return {theirs: getattr(config, ours) for ours, theirs in HYPERPARAMETER_NAMES.items()}
+
+
+def unsupported_reason(config: TrainConfig, num_labels: int, num_classes: int = 10) -> str | None:
+    """Why TorchSSL cannot run this configuration faithfully, or None."""
+    if config.algorithm != "fixmatch":
+        return f"TorchSSL's FixMatch has no '{config.algorithm}' mode; run that algorithm with --impl own only."
+    if not config.nesterov:
+        return "TorchSSL's FixMatch always uses Nesterov momentum, so nesterov=False cannot run with --impl torchssl."
+    if num_labels == num_classes == 10:
+        return ("TorchSSL replaces a 10-label CIFAR-10 split by its own fixed index table, so it cannot train on "
+                "our split with --labels 10; use another label count for --impl torchssl.")
+    return None
+
+
+def reference_config_path(checkout: Path, num_labels: int) -> Path:
+    """TorchSSL's FixMatch config for this label count, or the 40-label one when it has none."""
+    path = Path(checkout) / REFERENCE_CONFIG.format(num_labels=num_labels)
+    return path if path.exists() else Path(checkout) / REFERENCE_CONFIG.format(num_labels=FALLBACK_CONFIG_LABELS)
+
+
+def read_reference_config(checkout: Path, num_labels: int) -> dict[str, object]:
+    """TorchSSL's arguments as its own command line builds them: the argparse defaults of fixmatch.py,
+    then the config file for this label count on top (its `over_write_args_from_file`)."""
+    path = reference_config_path(checkout, num_labels)
+    try:
+        from_file = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise vendor.VendorError(f"TorchSSL's config {path} cannot be read ({error}).") from None
+    return {**read_argument_defaults(checkout), **from_file, "num_labels": num_labels}
+
+
+def read_argument_defaults(checkout: Path) -> dict[str, object]:
+    """The defaults of every `parser.add_argument` in TorchSSL's fixmatch.py, read from its source
+    (the config files leave some arguments, e.g. `clip`, to these defaults)."""
+    path = Path(checkout) / "fixmatch.py"
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError) as error:
+        raise vendor.VendorError(f"TorchSSL's {path} cannot be read ({error}).") from None
+    defaults: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"):
+            continue
+        flags = [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+        keywords = {keyword.arg: keyword.value for keyword in node.keywords}
+        dest = ([flag for flag in flags if flag.startswith("--")] or flags)[0].lstrip("-").replace("-", "_")
+        if "dest" in keywords:
+            dest = ast.literal_eval(keywords["dest"])
+        if "default" in keywords:
+            defaults[dest] = _constant_expression(keywords["default"])
+        else:
+            action = ast.literal_eval(keywords["action"]) if "action" in keywords else None
+            defaults[dest] = {"store_true": False, "store_false": True}.get(action)
+    return defaults
+
+
+def _constant_expression(node: ast.expr) -> object:
+    """A literal, or arithmetic on literals such as `2 ** 20`."""
+    for inner in ast.walk(node):
+        if not isinstance(inner, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop)):
+            raise ValueError(f"not a constant expression: {ast.unparse(node)}")
+    return eval(compile(ast.Expression(node), "<torchssl default>", "eval"), {"__builtins__": {}})
+
+
+def build_torchssl_args(reference: Mapping[str, object], config: TrainConfig, *, num_labels: int, num_classes: int,
+                        save_dir: Path, save_name: str, gpu: int, num_workers: int,
+                        load_path: Path | None) -> dict[str, object]:
+    """TorchSSL's argument namespace: its reference config, our hyper-parameters, our environment."""
+    args = dict(reference)
+    args.update(torchssl_hyperparameters(config))
+    args.update(
+        num_labels=num_labels, num_classes=num_classes, dataset="cifar10", alg="fixmatch", epoch=1,
+        save_dir=str(save_dir), save_name=save_name, data_dir=str(Path(save_dir) / "data"),
+        resume=load_path is not None, load_path=str(load_path) if load_path is not None else None,
+        overwrite=True, use_tensorboard=False, num_workers=num_workers,
+        gpu=gpu, world_size=1, rank=0, multiprocessing_distributed=False, distributed=False,
+    )
+    return args
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        import torch
+
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    return "cuda:0" if name == "cuda" else name
+
+
+class TorchSSLFixMatch:
+    """TorchSSL's FixMatch (the reference), run in a child process on our split and images."""
+
+    name = "torchssl"
+
+    def train(self, run: RunInputs, sink: MetricsSink) -> RunResult:
+        checkout = vendor.verify_checkout()
+        config = run.config
+        num_labels = len(run.labeled_indices)
+        reason = unsupported_reason(config, num_labels, run.data.num_classes)
+        if reason:
+            raise ValueError(reason)
+        device = resolve_device(config.device)
+        on_cpu = device == "cpu"
+
+        save_dir = Path(run.work_dir).resolve() / "torchssl"
+        save_path = save_dir / f"fixmatch_cifar10_{num_labels}_{config.seed}"
+        save_path.mkdir(parents=True, exist_ok=True)
+        checkpoint = save_path / CHECKPOINT_NAME
+        reference = read_reference_config(checkout.path, num_labels)
+        args = build_torchssl_args(
+            reference, config, num_labels=num_labels, num_classes=run.data.num_classes,
+            save_dir=save_dir, save_name=save_path.name, gpu=0 if on_cpu else int(device.partition(":")[2] or 0),
+            # 2 CPU cores train; loader workers would only compete with them. On a GPU, TorchSSL's own count.
+            num_workers=0 if on_cpu else int(reference.get("num_workers", 1)),
+            load_path=checkpoint if checkpoint.exists() else None,
+        )
+        # TorchSSL loads this file instead of drawing labels (its sample_labeled_data).
+        np.save(save_path / SPLIT_FILE, np.asarray(run.labeled_indices, dtype=np.int64))
+
+        stream = _ChildStream(save_dir / EVALUATIONS_FILE, sink)
+        with _image_arrays(run, save_dir / "arrays") as arrays:
+            stream.run({
+                "checkout": str(checkout.path),
+                "torchssl_args": args,
+                "arrays": arrays,
+                "labeled_indices": str(save_path / SPLIT_FILE),
+                "class_names": list(run.data.class_names),
+                "log_interval": config.log_interval,
+                "checkpoint_interval": config.checkpoint_interval,
+                "emulate_cuda": on_cpu,
+            }, save_dir)
+
+        after = vendor.inspect_checkout(checkout.path)
+        result = stream.result
+        best_iteration, best_top1 = stream.best()
+        return RunResult(
+            iterations=int(result["iterations"]),
+            final_metrics=dict(result["final_metrics"]),
+            best_top1=best_top1,
+            best_iteration=best_iteration,
+            confusion_matrix=np.asarray(result["confusion"], dtype=np.int64),
+            extra={
+                "torchssl_commit": checkout.commit,
+                "torchssl_tree_clean": str(checkout.clean and after.clean and after.commit == checkout.commit).lower(),
+                "torchssl_cuda_emulated_on_cpu": str(on_cpu).lower(),
+                "torchssl_resumed_from": str(result["start_iteration"]),
+                # TorchSSL's own best (of its in-loop evaluations since the last start; `it` is 0-based).
+                "torchssl_best_acc": result["torchssl_return"].get("eval/best_acc"),
+                "torchssl_best_it": int(result["torchssl_return"].get("eval/best_it", -1)),
+                "device": device,
+                # The arguments it ran with become MLflow params, which never change within a run: whether
+                # this execution resumed is a fact of the execution (torchssl_resumed_from), not an argument.
+                **{f"torchssl.{key}": value for key, value in sorted(args.items()) if key not in PER_EXECUTION_ARGS},
+                **{f"torchssl_fixed.{key}": value for key, value in TORCHSSL_FIXED.items()},
+            },
+        )
+
+
+@contextlib.contextmanager
+def _image_arrays(run: RunInputs, folder: Path):
+    """Our exact arrays as .npy files for the child, removed afterwards (they are a copy of the data set)."""
+    try:
+        folder.mkdir(exist_ok=True)
+        paths = {}
+        for name in ("train_images", "train_labels", "test_images", "test_labels"):
+            paths[name] = str(folder / f"{name}.npy")
+            np.save(paths[name], getattr(run.data, name))
+        yield paths
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class _ChildStream:
+    """Starts the child, forwards its messages to the sink, keeps the evaluations across resumes."""
+
+    def __init__(self, evaluations_path: Path, sink: MetricsSink):
+        self.evaluations_path = evaluations_path
+        self.sink = sink
+        self.evaluations: list[tuple[int, float]] = []  # (step, top-1) of every evaluation of this run
+        if evaluations_path.exists():
+            self.evaluations = [tuple(entry) for entry in json.loads(evaluations_path.read_text())]
+        self.result: dict | None = None
+        self.error: dict | None = None
+
+    def run(self, spec: dict, save_dir: Path) -> None:
+        read_end, write_end = os.pipe()
+        spec = {**spec, "message_fd": write_end, "parent_pid": os.getpid()}
+        spec_path = save_dir / "child_spec.json"
+        spec_path.write_text(json.dumps(spec, indent=2))
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        if spec["emulate_cuda"]:
+            env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run on a GPU machine must not see the GPU
+        try:
+            # TorchSSL's output goes where ours does (stderr: the worker log); its cwd is our work dir,
+            # because it writes ./data_statistics there.
+            process = subprocess.Popen([sys.executable, "-m", "implementations.torchssl.child", str(spec_path)],
+                                       cwd=save_dir, env=env, pass_fds=(write_end,),
+                                       stdin=subprocess.DEVNULL, stdout=2, stderr=2)
+        finally:
+            os.close(write_end)
+        try:
+            with os.fdopen(read_end, encoding="utf-8") as messages:
+                for line in messages:
+                    self._handle(json.loads(line))
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        log_hint = f"TorchSSL's output is in the worker log and in {save_dir}/<save_name>/log.txt"
+        if self.error is not None:
+            if self.error.get("non_finite"):
+                raise NonFiniteLossError(self.error["message"])
+            raise RuntimeError(f"TorchSSL failed: {self.error['message']} ({log_hint}).")
+        if returncode != 0 or self.result is None:
+            raise RuntimeError(f"TorchSSL's process ended with exit code {returncode} before reporting a result "
+                               f"({log_hint}).")
+
+    def _handle(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "metrics":
+            self.sink.log_metrics(message["metrics"], step=message["step"])
+        elif kind == "evaluation":
+            step = int(message["step"])
+            self.sink.log_metrics(message["metrics"], step=step)
+            self.sink.log_confusion_matrix(np.asarray(message["confusion"], dtype=np.int64), step=step)
+            self.evaluations = [entry for entry in self.evaluations if entry[0] != step]
+            self.evaluations.append((step, float(message["metrics"][EVAL_TOP1])))
+            self._save_evaluations()
+        elif kind == "started":
+            # Evaluations after the checkpoint it resumes from belong to the abandoned continuation.
+            start = int(message["start_iteration"])
+            self.evaluations = [entry for entry in self.evaluations if entry[0] <= start]
+            self._save_evaluations()
+        elif kind == "result":
+            self.result = message
+        elif kind == "error":
+            self.error = message
+
+    def _save_evaluations(self) -> None:
+        temporary = self.evaluations_path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(sorted(self.evaluations)))
+        os.replace(temporary, self.evaluations_path)
+
+    def best(self) -> tuple[int, float]:
+        """(step, top-1) of the best evaluation, the earliest on ties; (0, -1.0) before any."""
+        if not self.evaluations:
+            return 0, -1.0
+        step, top1 = max(sorted(self.evaluations), key=lambda entry: entry[1])
+        return int(step), float(top1)

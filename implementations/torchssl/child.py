@@ -1,0 +1,370 @@
+"""The process that runs TorchSSL's FixMatch for the adapter: `python -m implementations.torchssl.child <spec.json>`.
+
+TorchSSL's code runs unmodified from the pinned checkout; this module only wraps it from outside,
+before `main_worker` starts (the spec is written by adapter.py):
+
+- no GPU: `torch.cuda` is replaced by CPU stand-ins (cuda_on_cpu.py); with a GPU nothing is patched;
+- data: `SSL_Dataset.get_data` returns our image arrays instead of calling torchvision's CIFAR10 with
+  download=True; TorchSSL then splits them itself, loading our labeled indices from
+  `{save_dir}/{save_name}/sampled_label_idx.npy`, and the adapter checks that the indices it
+  returns are ours;
+- `main_worker` is called directly, one non-distributed process (`main()` would delete the folder
+  holding the split);
+- numbers: the tensors of every iteration (`ce_loss`, `consistency_loss`), each `evaluate` result
+  with the count confusion matrix of the same predictions, and `FixMatch.train`'s return (its final
+  evaluation, which `main_worker` discards) go to the parent as JSON lines on a pipe, under our
+  names (metrics.py). `EMA.update`, called once at the end of every iteration, marks the iteration
+  boundary; there the window is logged, a checkpoint is written every `checkpoint_interval`
+  iterations with TorchSSL's own `save_model`, and the child exits if its parent is gone;
+- checkpoints are written to a temporary name and renamed, so a kill never leaves a torn one;
+- `TBLog.update`, TorchSSL's curve writer, does nothing: our metrics replace its curves;
+- the data stream ends after K iterations in total (see "Resume" in adapter.py).
+
+Nothing is written into the checkout: bytecode is off, the working directory and TorchSSL's save_dir
+are our work dir.
+"""
+
+import sys
+
+sys.dont_write_bytecode = True  # before any import: no __pycache__ inside the TorchSSL checkout
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from implementations.torchssl.metrics import TrainingWindow, eval_metrics, is_finite_summary  # noqa: E402
+
+EXIT_FAILED, EXIT_NON_FINITE = 1, 3
+TORCHSSL_TOP_LEVEL_MODULES = ("models", "datasets", "utils", "train_utils", "fixmatch", "custom_writer")
+
+
+class NonFiniteTraining(RuntimeError):
+    pass
+
+
+class Channel:
+    """JSON lines to the parent process."""
+
+    def __init__(self, fd: int):
+        self.stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+    def send(self, kind: str, **fields) -> None:
+        self.stream.write(json.dumps({"type": kind, **fields}) + "\n")
+
+
+class TimedBatches:
+    """A TorchSSL DataLoader, iterated with the time spent waiting for each batch noted, and ended after `limit` batches."""
+
+    def __init__(self, loader, limit: int, on_batch):
+        self.loader = loader
+        self.limit = limit
+        self.on_batch = on_batch
+
+    def __iter__(self):
+        started = time.perf_counter()
+        iterator = iter(self.loader)
+        for _ in range(self.limit):
+            batch = next(iterator, None)
+            if batch is None:
+                return
+            self.on_batch(batch, time.perf_counter() - started)
+            yield batch
+            started = time.perf_counter()
+
+    def __len__(self) -> int:
+        return min(self.limit, len(self.loader))
+
+
+class Bridge:
+    """What the wrappers share: the running iteration's tensors, the log window, the last evaluation."""
+
+    def __init__(self, spec: dict, channel: Channel, train_labels: np.ndarray):
+        self.channel = channel
+        self.log_interval = int(spec["log_interval"])
+        self.checkpoint_interval = int(spec["checkpoint_interval"])
+        self.class_names = tuple(spec["class_names"])
+        self.expected_labeled = np.load(spec["labeled_indices"])
+        self.parent_pid = int(spec["parent_pid"])
+        self.train_labels = torch.as_tensor(train_labels, dtype=torch.int64)
+        self.fixmatch = None
+        self.args = None
+        self.window: TrainingWindow | None = None
+        self.start_iteration = 0
+        self.iterations_done = 0
+        self.trained_here = False
+        self.current: dict = {"data_wait": 0.0}
+        self.iteration_started = time.perf_counter()
+        self.paused_seconds = 0.0
+        self._pause_depth = 0
+        self.confusion_counts: np.ndarray | None = None
+        self.last_evaluation: tuple[dict, np.ndarray] | None = None
+        self.last_sent_evaluation_step: int | None = None
+        self.train_return: dict | None = None
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Evaluation and checkpointing do not count as training time."""
+        self._pause_depth += 1
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._pause_depth -= 1
+            if self._pause_depth == 0:
+                self.paused_seconds += time.perf_counter() - started
+
+    def attach(self, fixmatch, args) -> None:
+        """`FixMatch.train` starts: its state (resumed or not) is final now."""
+        self.fixmatch, self.args = fixmatch, args
+        # TorchSSL's checkpoint at the end of training says K+1 (it saves `it + 1` after the loop has
+        # counted to K): a finished run resumed again has trained K.
+        self.start_iteration = self.iterations_done = min(int(fixmatch.it), int(args.num_train_iter))
+        device = next(fixmatch.model.parameters()).device
+        self.window = TrainingWindow(device)
+        self.train_labels = self.train_labels.to(device)
+        remaining = max(0, int(args.num_train_iter) - self.start_iteration)
+        loaders = dict(fixmatch.loader_dict)
+        loaders["train_lb"] = TimedBatches(loaders["train_lb"], remaining, self._labeled_batch)
+        loaders["train_ulb"] = TimedBatches(loaders["train_ulb"], remaining, self._unlabeled_batch)
+        fixmatch.loader_dict = loaders
+        self.channel.send("started", start_iteration=self.start_iteration)
+        self.iteration_started = time.perf_counter()
+        self.paused_seconds = 0.0
+
+    def _labeled_batch(self, batch, waited: float) -> None:
+        self.current["data_wait"] += waited
+
+    def _unlabeled_batch(self, batch, waited: float) -> None:
+        self.current["data_wait"] += waited
+        self.current["unlabeled_indices"] = batch[0]
+
+    def end_iteration(self) -> None:
+        """After TorchSSL's optimizer, scheduler and EMA steps of one iteration."""
+        fixmatch, current = self.fixmatch, self.current
+        self.iterations_done = int(fixmatch.it) + 1
+        self.trained_here = True
+        true_labels = self.train_labels[current["unlabeled_indices"].to(self.train_labels.device)]
+        self.window.add(current["supervised_loss"], current["unsupervised_loss"], fixmatch.lambda_u,
+                        current["kept"], current["pseudo_labels"], true_labels, current["learning_rate"],
+                        current["data_wait"], time.perf_counter() - self.iteration_started - self.paused_seconds)
+        self.current = {"data_wait": 0.0}
+        done = self.iterations_done
+        if done % self.log_interval == 0 or done == self.args.num_train_iter:
+            summary = self.window.summarise()
+            if not is_finite_summary(summary):
+                raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite by iteration {done}; "
+                                        f"the run is stopped")
+            self.channel.send("metrics", step=done, metrics=summary)
+        if done % self.checkpoint_interval == 0:
+            fixmatch.save_model("latest_model.pth", os.path.join(self.args.save_dir, self.args.save_name))
+        if os.getppid() != self.parent_pid:
+            os._exit(EXIT_FAILED)  # the adapter is gone (killed): nobody reads our numbers any more
+        self.iteration_started = time.perf_counter()
+        self.paused_seconds = 0.0
+
+    def on_evaluation(self, torchssl_eval: dict) -> None:
+        counts, self.confusion_counts = self.confusion_counts, None
+        metrics = eval_metrics(torchssl_eval, counts, self.class_names)
+        self.last_evaluation = (metrics, counts)
+        step = self.iterations_done
+        # Before the first iteration of this process it is TorchSSL's check of a loaded checkpoint (already
+        # logged when that step ran); the final evaluation repeats the last in-loop one when K is on the schedule.
+        if not self.trained_here or step == self.last_sent_evaluation_step:
+            return
+        self.last_sent_evaluation_step = step
+        self.channel.send("evaluation", step=step, metrics=metrics, confusion=counts.tolist())
+
+
+def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
+    """Wrap TorchSSL's functions (see the module docstring); TorchSSL's own code is not changed."""
+    import sklearn.metrics
+
+    import datasets.data_utils as data_utils
+    import datasets.ssl_dataset as ssl_dataset
+    import models.fixmatch.fixmatch as fixmatch_model
+    import train_utils
+
+    fixmatch_class = fixmatch_model.FixMatch
+
+    def get_data(self, svhn_extra=True):
+        if self.name.lower() != "cifar10":
+            raise RuntimeError(f"the adapter provides CIFAR-10 only, TorchSSL asked for {self.name}")
+        if self.train:
+            return arrays["train_images"], arrays["train_labels"].tolist()
+        return arrays["test_images"], arrays["test_labels"].tolist()
+
+    ssl_dataset.SSL_Dataset.get_data = get_data
+
+    original_sample = data_utils.sample_labeled_data
+
+    @functools.wraps(original_sample)
+    def sample_labeled_data(*args, **kwargs):
+        result = original_sample(*args, **kwargs)
+        used = np.asarray(result[2], dtype=np.int64)
+        if not np.array_equal(used, bridge.expected_labeled):
+            raise RuntimeError(f"TorchSSL took {len(used)} labeled indices that are not our split")
+        return result
+
+    data_utils.sample_labeled_data = sample_labeled_data
+
+    original_train = fixmatch_class.train
+
+    @functools.wraps(original_train)
+    def train(self, args, logger=None):
+        bridge.attach(self, args)
+        bridge.train_return = original_train(self, args, logger=logger)
+        return bridge.train_return
+
+    fixmatch_class.train = train
+
+    original_evaluate = fixmatch_class.evaluate
+
+    @functools.wraps(original_evaluate)
+    def evaluate(self, eval_loader=None, args=None):
+        with bridge.paused():
+            result = original_evaluate(self, eval_loader=eval_loader, args=args)
+        bridge.on_evaluation(result)
+        return result
+
+    fixmatch_class.evaluate = evaluate
+
+    original_save = fixmatch_class.save_model
+
+    @functools.wraps(original_save)
+    def save_model(self, save_name, save_path):
+        with bridge.paused():
+            original_save(self, save_name + ".partial", save_path)
+            os.replace(os.path.join(save_path, save_name + ".partial"), os.path.join(save_path, save_name))
+
+    fixmatch_class.save_model = save_model
+
+    original_ce_loss = fixmatch_model.ce_loss  # in this module only the supervised loss uses it
+
+    @functools.wraps(original_ce_loss)
+    def ce_loss(*args, **kwargs):
+        loss = original_ce_loss(*args, **kwargs)
+        bridge.current["supervised_loss"] = loss
+        return loss
+
+    fixmatch_model.ce_loss = ce_loss
+
+    original_consistency_loss = fixmatch_model.consistency_loss
+
+    @functools.wraps(original_consistency_loss)
+    def consistency_loss(*args, **kwargs):
+        result = original_consistency_loss(*args, **kwargs)
+        unsupervised_loss, _mask_mean, kept, pseudo_labels = result
+        bridge.current.update(unsupervised_loss=unsupervised_loss, kept=kept, pseudo_labels=pseudo_labels,
+                              learning_rate=bridge.fixmatch.optimizer.param_groups[0]["lr"])
+        return result
+
+    fixmatch_model.consistency_loss = consistency_loss
+
+    original_confusion_matrix = fixmatch_model.confusion_matrix  # sklearn's, normalised by TorchSSL's call
+
+    @functools.wraps(original_confusion_matrix)
+    def confusion_matrix(y_true, y_pred, *args, **kwargs):
+        bridge.confusion_counts = sklearn.metrics.confusion_matrix(y_true, y_pred, labels=range(len(bridge.class_names)))
+        return original_confusion_matrix(y_true, y_pred, *args, **kwargs)
+
+    fixmatch_model.confusion_matrix = confusion_matrix
+
+    original_update = train_utils.EMA.update
+
+    @functools.wraps(original_update)
+    def update(self):
+        original_update(self)
+        bridge.end_iteration()
+
+    train_utils.EMA.update = update
+
+    def tb_log_update(self, tb_dict, it, suffix=None, mode="train"):
+        """TorchSSL's curve writer (TensorBoard, or matplotlib PNGs redrawn at every evaluation: seconds each)
+        is replaced by our metrics; its log.txt still records every evaluation line."""
+
+    train_utils.TBLog.update = tb_log_update
+
+
+def _tensorboard_stand_in() -> None:
+    """TorchSSL imports SummaryWriter at module level but, with use_tensorboard=False, never builds one."""
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        module = types.ModuleType("torch.utils.tensorboard")
+
+        class SummaryWriter:
+            def __init__(self, *args, **kwargs):
+                raise RuntimeError("tensorboard is not installed; the adapter runs TorchSSL with use_tensorboard=False")
+
+        module.SummaryWriter = SummaryWriter
+        sys.modules["torch.utils.tensorboard"] = module
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this process when the adapter's process dies (e.g. SIGKILL)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere the per-iteration parent check ends it
+
+
+def run(spec: dict, channel: Channel) -> None:
+    if spec["emulate_cuda"]:
+        from implementations.torchssl.cuda_on_cpu import pretend_cuda_on_cpu
+
+        pretend_cuda_on_cpu()
+    import harness.torchvision_compat  # noqa: F401  (before TorchSSL imports torchvision)
+
+    _tensorboard_stand_in()
+    clashes = [name for name in TORCHSSL_TOP_LEVEL_MODULES if name in sys.modules]
+    if clashes:
+        raise RuntimeError(f"modules named {clashes} are already imported and would shadow TorchSSL's")
+    sys.path.insert(0, spec["checkout"])
+
+    arrays = {name: np.load(path) for name, path in spec["arrays"].items()}
+    bridge = Bridge(spec, channel, arrays["train_labels"])
+    import fixmatch as torchssl_fixmatch  # TorchSSL's fixmatch.py
+
+    install_hooks(bridge, arrays)
+    args = argparse.Namespace(**spec["torchssl_args"])
+    torchssl_fixmatch.main_worker(args.gpu, 1, args)
+
+    metrics, counts = bridge.last_evaluation
+    channel.send("result", iterations=bridge.iterations_done, start_iteration=bridge.start_iteration,
+                 final_metrics=metrics, confusion=counts.tolist(),
+                 torchssl_return={key: float(value) for key, value in (bridge.train_return or {}).items()})
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m implementations.torchssl.child <spec.json>", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as file:
+        spec = json.load(file)
+    _die_with_parent()
+    channel = Channel(int(spec["message_fd"]))
+    try:
+        run(spec, channel)
+    except NonFiniteTraining as error:
+        channel.send("error", message=str(error), non_finite=True)
+        return EXIT_NON_FINITE
+    except Exception as error:  # everything TorchSSL may raise: reported as one line, traceback to the log
+        traceback.print_exc()
+        channel.send("error", message=f"{type(error).__name__}: {error}".splitlines()[0], non_finite=False)
+        return EXIT_FAILED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,260 @@
+"""The TorchSSL adapter: its arguments from our config, its numbers under our names, and a real run.
+
+The mapping tests run everywhere. Those that read TorchSSL's own files, or run it, need the checkout
+`bench vendor sync` makes and are skipped, with the reason, without it.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from harness import vendor
+from harness.presets import PRESETS
+from implementations import interface as names
+from implementations.interface import RunInputs
+from implementations.torchssl import adapter
+from implementations.torchssl.metrics import (
+    EVAL_NAMES,
+    TrainingWindow,
+    eval_metrics,
+    mask_rate_from_torchssl_mask_ratio,
+)
+from tests.fixtures_data import SUBSET_DIR
+
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+OUR_METRIC_NAMES = {value for key, value in vars(names).items() if key.startswith(("EVAL_", "TRAIN_"))
+                    and isinstance(value, str) and key != "EVAL_CLASS_ACCURACY_PREFIX"}
+
+
+def _checkout() -> Path:
+    try:
+        return vendor.verify_checkout().path
+    except vendor.VendorError as error:
+        pytest.skip(f"needs the TorchSSL checkout: {error}")
+
+
+class Interrupted(Exception):
+    pass
+
+
+class RecordingSink:
+    def __init__(self, stop_after_step: int | None = None):
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+        self.confusion: list[tuple[int, np.ndarray]] = []
+        self.stop_after_step = stop_after_step
+
+    def log_metrics(self, metrics, step):
+        self.metrics.append((step, dict(metrics)))
+        if self.stop_after_step is not None and step >= self.stop_after_step:
+            raise Interrupted(f"the test stops the run at step {step}")
+
+    def log_confusion_matrix(self, matrix, step):
+        self.confusion.append((step, np.asarray(matrix)))
+
+    def steps_of(self, name: str) -> list[int]:
+        return [step for step, metrics in self.metrics if name in metrics]
+
+
+# --- arguments ----------------------------------------------------------------------------------
+
+def test_our_hyper_parameters_take_torchssl_argument_names():
+    assert adapter.torchssl_hyperparameters(PRESETS["smoke"]) == {
+        "num_train_iter": 40, "batch_size": 8, "uratio": 2, "p_cutoff": 0.95, "ulb_loss_ratio": 1.0,
+        "lr": 0.03, "momentum": 0.9, "weight_decay": 5e-4, "ema_m": 0.999, "depth": 10, "widen_factor": 1,
+        "num_eval_iter": 20, "eval_batch_size": 512, "seed": 0,
+    }
+
+
+def test_torchssl_runs_as_one_non_distributed_process_writing_into_our_work_dir(tmp_path):
+    args = adapter.build_torchssl_args(
+        {"gpu": "None", "multiprocessing_distributed": True, "save_dir": "./saved_models", "T": 0.5},
+        PRESETS["smoke"], num_labels=40, num_classes=10, save_dir=tmp_path / "torchssl",
+        save_name="fixmatch_cifar10_40_0", gpu=0, num_workers=0, load_path=None)
+    assert args["save_dir"] == str(tmp_path / "torchssl") and args["save_name"] == "fixmatch_cifar10_40_0"
+    assert (args["gpu"], args["world_size"], args["rank"]) == (0, 1, 0)
+    assert args["distributed"] is False and args["multiprocessing_distributed"] is False
+    assert (args["resume"], args["load_path"], args["use_tensorboard"], args["num_workers"]) == (False, None, False, 0)
+    assert args["T"] == 0.5  # TorchSSL's own value where we have no counterpart
+
+
+def test_a_checkpoint_in_the_work_dir_becomes_torchssl_resume(tmp_path):
+    checkpoint = tmp_path / "latest_model.pth"
+    args = adapter.build_torchssl_args({}, PRESETS["smoke"], num_labels=40, num_classes=10, save_dir=tmp_path,
+                                       save_name="x", gpu=0, num_workers=0, load_path=checkpoint)
+    assert (args["resume"], args["load_path"]) == (True, str(checkpoint))
+
+
+@pytest.mark.parametrize("change, num_labels, complaint", [
+    ({"algorithm": "supervised"}, 40, "no 'supervised' mode"),
+    ({"nesterov": False}, 40, "always uses Nesterov"),
+    ({}, 10, "its own fixed index table"),
+])
+def test_configurations_torchssl_cannot_run_faithfully_are_named(change, num_labels, complaint):
+    assert complaint in adapter.unsupported_reason(PRESETS["paper"].replace(**change), num_labels)
+
+
+def test_the_paper_preset_is_a_runnable_torchssl_configuration():
+    assert adapter.unsupported_reason(PRESETS["paper"], 40) is None
+
+
+@pytest.mark.parametrize("num_labels", [40, 250, 4000])
+def test_the_paper_preset_reproduces_torchssls_own_config_file(num_labels, tmp_path):
+    checkout = _checkout()
+    config_file = checkout / f"config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
+    torchssl_config = yaml.safe_load(config_file.read_text())
+    args = adapter.build_torchssl_args(
+        adapter.read_reference_config(checkout, num_labels), PRESETS["paper"], num_labels=num_labels,
+        num_classes=10, save_dir=tmp_path, save_name="x", gpu=0, num_workers=0, load_path=None)
+    hyper_parameters = {key: value for key, value in torchssl_config.items() if key not in adapter.ENVIRONMENT_ARGS}
+    assert {key: args[key] for key in hyper_parameters} == hyper_parameters
+    # No argument TorchSSL does not know: its command line's defaults and its config name them all.
+    known = set(adapter.read_argument_defaults(checkout)) | set(torchssl_config) | {"distributed"}
+    assert set(args) <= known
+
+
+def test_arguments_the_config_files_leave_out_come_from_torchssls_command_line_defaults():
+    defaults = adapter.read_argument_defaults(_checkout())
+    assert (defaults["clip"], defaults["num_train_iter"], defaults["multiprocessing_distributed"]) == (0, 2**20, True)
+    assert defaults["resume"] is False  # a store_true flag
+
+
+def test_a_label_count_without_a_config_file_uses_the_40_label_one(tmp_path):
+    checkout = _checkout()
+    assert adapter.reference_config_path(checkout, 100).name == "fixmatch_cifar10_40_0.yaml"
+    assert adapter.read_reference_config(checkout, 100)["num_labels"] == 100
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+def test_torchssls_mask_ratio_is_the_complement_of_our_mask_rate():
+    assert mask_rate_from_torchssl_mask_ratio(0.75) == 0.25
+    assert mask_rate_from_torchssl_mask_ratio(1.0) == 0.0
+
+
+def test_torchssls_evaluation_maps_to_our_names_with_per_class_accuracy_from_counts():
+    torchssl_eval = {"eval/loss": torch.tensor(1.5), "eval/top-1-acc": 0.6, "eval/top-5-acc": 0.9,
+                     "eval/precision": 0.55, "eval/recall": 0.58, "eval/F1": 0.56, "eval/AUC": np.float64(0.8),
+                     "eval/best_acc": 0.7, "eval/best_it": 3}
+    counts = np.zeros((10, 10), dtype=np.int64)
+    counts[0, 0], counts[0, 1] = 3, 1  # airplane: 3 of 4 right
+    counts[1, 1] = 2                   # automobile: 2 of 2; other classes have no test image
+    metrics = eval_metrics(torchssl_eval, counts, CLASS_NAMES)
+    assert metrics == {
+        names.EVAL_LOSS: 1.5, names.EVAL_TOP1: 0.6, names.EVAL_TOP5: 0.9, names.EVAL_PRECISION: 0.55,
+        names.EVAL_RECALL: 0.58, names.EVAL_F1: 0.56, names.EVAL_AUC: 0.8,
+        names.EVAL_CLASS_ACCURACY_PREFIX + "airplane": 0.75, names.EVAL_CLASS_ACCURACY_PREFIX + "automobile": 1.0,
+    }
+    assert set(EVAL_NAMES.values()) <= OUR_METRIC_NAMES
+
+
+def test_the_training_window_averages_torchssls_per_iteration_tensors():
+    window = TrainingWindow()
+    # Iteration 1: 2 of 4 unlabeled images above τ, one of them pseudo-labelled right.
+    window.add(torch.tensor(2.0), torch.tensor(0.5), 1.0, kept=torch.tensor([1, 1, 0, 0]),
+               pseudo_labels=torch.tensor([3, 4, 5, 6]), true_labels=torch.tensor([3, 0, 5, 6]),
+               learning_rate=0.03, data_wait_seconds=0.1, training_seconds=0.5)
+    # Iteration 2: all 4 above τ and right.
+    window.add(torch.tensor(1.0), torch.tensor(0.25), 2.0, kept=torch.tensor([1, 1, 1, 1]),
+               pseudo_labels=torch.tensor([1, 1, 1, 1]), true_labels=torch.tensor([1, 1, 1, 1]),
+               learning_rate=0.02, data_wait_seconds=0.3, training_seconds=1.5)
+    summary = window.summarise()
+    assert summary == pytest.approx({
+        names.TRAIN_SUPERVISED_LOSS: 1.5, names.TRAIN_UNSUPERVISED_LOSS: 0.375,
+        names.TRAIN_TOTAL_LOSS: ((2.0 + 0.5) + (1.0 + 2.0 * 0.25)) / 2,
+        names.TRAIN_MASK_RATE: 6 / 8, names.TRAIN_PSEUDO_LABEL_ACCURACY: 5 / 6,
+        names.TRAIN_LR: 0.02, names.TRAIN_ITERATIONS_PER_SECOND: 1.0, names.TRAIN_DATA_WAIT_SECONDS: 0.2,
+    })
+    assert set(summary) <= OUR_METRIC_NAMES
+    assert window.iterations == 0 and window.sums.sum() == 0  # the next window starts afresh
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine TorchSSL runs on the GPU, unpatched")
+def test_cuda_calls_become_cpu_no_ops_in_the_process_that_asks_for_it():
+    script = (
+        "import torch, time\n"
+        "from implementations.torchssl.cuda_on_cpu import pretend_cuda_on_cpu\n"
+        "pretend_cuda_on_cpu()\n"
+        "assert torch.cuda.is_available() and torch.cuda.device_count() == 1\n"
+        "torch.cuda.set_device(0); torch.cuda.synchronize()\n"
+        "x = torch.ones(2); m = torch.nn.Linear(2, 2)\n"
+        "assert x.cuda(0) is x and m.cuda(0) is m and x.cuda().device.type == 'cpu'\n"
+        "start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)\n"
+        "start.record(); time.sleep(0.05); end.record()\n"
+        "assert 40 < start.elapsed_time(end) < 1000\n"
+        "assert not torch.cuda.amp.GradScaler().is_enabled()\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    assert not torch.cuda.is_available()  # this process is untouched
+
+
+# --- a real run ---------------------------------------------------------------------------------
+
+def _smoke_run(tmp_path, **changes) -> RunInputs:
+    from harness.data import load_cifar10
+    from harness.splits import draw_split
+
+    data = load_cifar10(SUBSET_DIR)
+    split = draw_split(data.train_labels, 40, 0, data.num_classes, data.identity)
+    return RunInputs(config=PRESETS["smoke"].replace(**changes), data=data, labeled_indices=split.labeled_indices,
+                     split_digest=split.digest, work_dir=tmp_path / "work")
+
+
+def _git_status_with_ignored(checkout: Path) -> str:
+    return subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--ignored", "--untracked-files=all"],
+                          check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.slow
+def test_torchssl_trains_on_cpu_on_our_split_and_reports_under_our_names(tmp_path):
+    checkout = _checkout()
+    status_before = _git_status_with_ignored(checkout)
+    run = _smoke_run(tmp_path)
+    sink = RecordingSink()
+
+    result = adapter.TorchSSLFixMatch().train(run, sink)
+
+    # TorchSSL evaluates after 1 and 21 iterations (its it % 20 == 0), and once more at the end.
+    assert sink.steps_of(names.EVAL_TOP1) == [1, 21, 40]
+    assert [step for step, _ in sink.confusion] == [1, 21, 40]
+    assert all(matrix.sum() == len(run.data.test_labels) for _, matrix in sink.confusion)
+    assert sink.steps_of(names.TRAIN_MASK_RATE) == [5, 10, 15, 20, 25, 30, 35, 40]
+    logged = {name for _, metrics in sink.metrics for name in metrics}
+    assert logged - OUR_METRIC_NAMES == {names.EVAL_CLASS_ACCURACY_PREFIX + name for name in run.data.class_names}
+    assert all(math.isfinite(value) for _, metrics in sink.metrics for value in metrics.values())
+
+    used_split = np.load(run.work_dir / "torchssl" / "fixmatch_cifar10_40_0" / "sampled_label_idx.npy")
+    np.testing.assert_array_equal(used_split, run.labeled_indices)
+    assert result.iterations == 40
+    assert result.final_metrics == sink.metrics[-1][1]
+    assert np.array_equal(result.confusion_matrix, sink.confusion[-1][1])
+    assert result.best_top1 == max(metrics[names.EVAL_TOP1] for _, metrics in sink.metrics if names.EVAL_TOP1 in metrics)
+    assert result.extra["torchssl_commit"] == vendor.read_pin().commit
+    assert result.extra["torchssl_tree_clean"] == "true"
+    assert (result.extra["torchssl.num_train_iter"], result.extra["torchssl.batch_size"]) == (40, 8)
+    assert (run.work_dir / "torchssl" / "fixmatch_cifar10_40_0" / "latest_model.pth").exists()
+    assert not (run.work_dir / "torchssl" / "arrays").exists()  # the image arrays handed over are removed
+    assert _git_status_with_ignored(checkout) == status_before  # not even a __pycache__ inside the checkout
+
+
+@pytest.mark.slow
+def test_an_interrupted_torchssl_run_resumes_from_its_checkpoint_to_the_same_length(tmp_path):
+    _checkout()
+    run = _smoke_run(tmp_path, iterations=20, eval_interval=10, checkpoint_interval=10)
+    with pytest.raises(Interrupted):
+        adapter.TorchSSLFixMatch().train(run, RecordingSink(stop_after_step=15))  # checkpoint written at 10
+
+    sink = RecordingSink()
+    result = adapter.TorchSSLFixMatch().train(run, sink)
+
+    assert result.extra["torchssl_resumed_from"] == "10"
+    assert sink.steps_of(names.TRAIN_TOTAL_LOSS) == [15, 20]
+    assert sink.steps_of(names.EVAL_TOP1) == [11, 20]
+    assert result.iterations == 20
