@@ -1,0 +1,123 @@
+"""`bench report`: the runs in MLflow turned into tables, figures, Markdown and PDF.
+
+collect (MLflow → pandas) → tables (numbers) → figures (PNGs) → render (Markdown, PDF).
+The report reads the MLflow store only; it never imports training code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.report.collect import ReportError, collect, resolve_tracking_uri
+from harness.report.figures import draw_section_figures
+from harness.report.render import html_document, markdown_report, write_pdf
+from harness.report.tables import (
+    Section,
+    other_metrics_table,
+    paired_difference_table,
+    published_table,
+    run_summaries,
+    sections,
+    top1_table,
+    unfinished_table,
+)
+
+__all__ = ["ReportError", "ReportOutcome", "make_report", "resolve_tracking_uri"]
+
+FORMATS = ("md", "pdf")
+MARKDOWN_NAME = "report.md"
+PDF_NAME = "report.pdf"
+MARKER_NAME = ".bench-report"  # marks a directory this command may replace
+
+
+@dataclass
+class ReportOutcome:
+    out_dir: Path
+    markdown: Path | None
+    pdf: Path | None
+    pdf_pages: int | None
+    figures: list[Path]
+    finished_runs: int
+    unfinished_runs: dict[str, int]  # status -> count
+    sections: list[str] = field(default_factory=list)
+
+
+def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None,
+                out_dir: Path | None = None, formats: tuple[str, ...] = FORMATS) -> ReportOutcome:
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise ReportError(f"--format takes a comma-separated subset of {','.join(FORMATS)}, not '{','.join(formats)}'.")
+    data = collect(tracking_uri, experiment=experiment, parent_run_id=parent_run_id)
+    if out_dir is None:
+        name = experiment or "cifar10-fixmatch"
+        out_dir = Path("reports") / (f"{name}-{parent_run_id[:8]}" if parent_run_id else name)
+    out_dir = Path(out_dir)
+    _check_replaceable(out_dir)
+
+    summaries = run_summaries(data)
+    report_sections = sections(data, summaries)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_parent(out_dir)))
+    staging.chmod(0o755)  # mkdtemp's 0700 would make the report private to this user
+    try:
+        section_tables = {section.slug: _section_tables(section) for section in report_sections}
+        section_figures = {section.slug: draw_section_figures(data, section, staging) for section in report_sections}
+        text = markdown_report(data, report_sections, section_tables, section_figures, unfinished_table(data),
+                               dt.datetime.now(dt.timezone.utc))
+        pdf_pages = None
+        if "md" in formats:
+            (staging / MARKDOWN_NAME).write_text(text, encoding="utf-8")
+        if "pdf" in formats:
+            pdf_pages = write_pdf(html_document(text, data.source), staging, staging / PDF_NAME)
+        (staging / MARKER_NAME).write_text("Written by `bench report`; the next `bench report` may replace it.\n")
+        _replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    figures = [out_dir / figure.path for figure_list in section_figures.values() for figure in figure_list]
+    unfinished = data.unfinished["status"].value_counts().to_dict()
+    return ReportOutcome(
+        out_dir,
+        out_dir / MARKDOWN_NAME if "md" in formats else None,
+        out_dir / PDF_NAME if "pdf" in formats else None,
+        pdf_pages, figures, len(data.finished), unfinished, [section.title for section in report_sections],
+    )
+
+
+def _section_tables(section: Section) -> list:
+    tables = [top1_table(section), other_metrics_table(section)]
+    difference = paired_difference_table(section)
+    if difference is not None:
+        tables.append(difference)
+    tables.append(published_table(section))
+    return tables
+
+
+def _parent(out_dir: Path) -> Path:
+    parent = out_dir.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    return parent
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ReportError(f"--out {out_dir} is a file; pass a directory for the report.")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER_NAME).exists():
+        raise ReportError(f"--out {out_dir} already holds files that `bench report` did not write; "
+                          "choose another directory.")
+
+
+def _replace(staging: Path, out_dir: Path) -> None:
+    """Swaps the finished report in, so a failed run never leaves a half-written one behind."""
+    previous = None
+    if out_dir.exists():
+        previous = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old.", dir=_parent(out_dir)))
+        previous.rmdir()
+        out_dir.rename(previous)
+    staging.rename(out_dir)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+

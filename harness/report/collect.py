@@ -1,0 +1,260 @@
+"""Everything the report shows, read from the MLflow store and nothing else.
+
+`collect(...)` returns a `ReportData`: one row per child run (tags, params, status, iterations),
+every metric history in long form (run_id, key, step, value), the confusion matrix of each run's
+last evaluation and its environment.json. The layout it reads is the one harness/tracking.py
+writes (see the README: a parent run per label count and preset, a child per impl, labels, seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+
+from harness import tracking
+from implementations.interface import TrainConfig
+
+PAPER_ITERATIONS = 2**20
+FINISHED = "FINISHED"
+REPORTED_METRIC_PREFIXES = ("eval/", "train/", "summary/")  # not MLflow's system/* metrics
+
+# TrainConfig fields that change how a run executes but not what it measures. Every other field
+# (including any added later) defines the protocol: runs that differ in one are never pooled.
+EXECUTION_FIELDS = frozenset({
+    "preset", "seed", "device", "precision", "channels_last", "compile", "augmentation",
+    "log_interval", "checkpoint_interval", "eval_batch_size",
+})
+PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in EXECUTION_FIELDS)
+
+_CONFUSION_ARTIFACT = re.compile(r"step_(\d+)\.json$")  # tracking.confusion_matrix_artifact(step)
+
+
+class ReportError(ValueError):
+    """A user-facing problem with the report's input; the message is one sentence."""
+
+
+@dataclass(frozen=True)
+class ConfusionMatrix:
+    step: int
+    class_names: tuple[str, ...]
+    matrix: np.ndarray  # rows = true class, columns = predicted class (counts)
+
+
+@dataclass
+class ReportData:
+    tracking_uri: str
+    source: str  # what was asked for, e.g. "experiment 'cifar10-fixmatch'"
+    runs: pd.DataFrame  # one row per child run; see _run_table for the columns
+    histories: pd.DataFrame  # run_id, key, step, value; one value per (run, key, step)
+    confusion: dict[str, ConfusionMatrix]  # run_id -> matrix at the run's last evaluation
+    environments: dict[str, dict]  # run_id -> environment.json
+    params: dict[str, dict[str, str]]  # run_id -> every logged param
+    _by_run_and_key: dict | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == FINISHED]
+
+    @property
+    def unfinished(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] != FINISHED]
+
+    def history(self, run_id: str, key: str) -> pd.Series:
+        """The metric's values indexed by step (ascending); empty when never logged."""
+        if self._by_run_and_key is None:
+            self._by_run_and_key = {
+                group_key: pd.Series(rows["value"].to_numpy(), index=rows["step"].to_numpy(), dtype=float)
+                for group_key, rows in self.histories.groupby(["run_id", "key"], sort=False)
+            }
+        found = self._by_run_and_key.get((run_id, key))
+        return found.rename(key) if found is not None else pd.Series(dtype=float, name=key)
+
+
+def resolve_tracking_uri(tracking_uri: str | None, output_dir: Path) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else the embedded sqlite store under output_dir
+    (the same rule as `bench run`)."""
+    return tracking.resolve_store(output_dir, tracking_uri).tracking_uri
+
+
+def collect(tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None) -> ReportData:
+    """The child runs of an experiment (or of one parent run) with their histories and artifacts."""
+    _require_store(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    try:
+        if parent_run_id:
+            experiment_id, source = _parent_scope(client, parent_run_id)
+            run_filter = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        else:
+            experiment_id, source = _experiment_scope(client, experiment)
+            run_filter = f"tags.`{tracking.ROLE_TAG}` = '{tracking.CHILD}'"
+        frame = _search(client, experiment_id, run_filter)
+        if frame.empty:
+            raise ReportError(f"{source[0].upper()}{source[1:]} has no ssl-bench runs yet; "
+                              "start some with `bench run`.")
+        runs = _run_table(frame)
+        params = {row["run_id"]: _prefixed(row, "params.") for _, row in frame.iterrows()}
+        histories = _histories(client, frame)
+        runs = _with_iterations(runs, histories)
+        confusion, environments = _artifacts(client, runs["run_id"])
+    except MlflowException as error:
+        raise ReportError(f"Cannot read the MLflow store at {tracking_uri}: {_first_line(error)}.") from error
+    return ReportData(tracking_uri, source, runs, histories, confusion, environments, params)
+
+
+def _require_store(tracking_uri: str) -> None:
+    """A missing sqlite file would be created empty by MLflow, and a dead server retried for minutes:
+    both become one sentence here instead."""
+    if urlparse(tracking_uri).scheme == "sqlite" and tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise ReportError(f"No MLflow store at {path}; run `bench run` first, "
+                              "or pass --output-dir or --tracking-uri.")
+        return
+    try:
+        tracking.check_reachable(tracking.TrackingStore(tracking_uri, artifact_root=None, embedded=False))
+    except tracking.TrackingError as error:
+        raise ReportError(str(error)) from None
+
+
+def _experiment_scope(client: MlflowClient, name: str | None) -> tuple[str, str]:
+    name = name or tracking.DEFAULT_EXPERIMENT
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        hint = f" (experiments in this store: {', '.join(known)})" if known else " (the store holds no experiments yet)"
+        raise ReportError(f"No experiment named '{name}' in the MLflow store at {client.tracking_uri}{hint}.")
+    return experiment.experiment_id, f"experiment '{name}'"
+
+
+def _parent_scope(client: MlflowClient, run_id: str) -> tuple[str, str]:
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ReportError(f"No run with id {run_id} in the MLflow store at {client.tracking_uri}.") from None
+    tags = run.data.tags
+    if tags.get(tracking.ROLE_TAG) != tracking.PARENT:
+        parent = tags.get("mlflow.parentRunId")
+        hint = f"; its parent is {parent}" if parent else ""
+        raise ReportError(f"Run {run_id} ({run.info.run_name}) is not an ssl-bench parent run{hint}.")
+    return run.info.experiment_id, f"parent run {run_id} ({run.info.run_name})"
+
+
+def _search(client: MlflowClient, experiment_id: str, run_filter: str) -> pd.DataFrame:
+    """The runs as mlflow.search_runs lays them out (run_id, status, metrics.*, params.*, tags.*), read
+    through this client: mlflow.search_runs would need the process-wide tracking URI changed."""
+    rows = []
+    page_token = None
+    while True:
+        page = client.search_runs([experiment_id], run_filter, run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=1000, page_token=page_token)
+        for run in page:
+            row = {"run_id": run.info.run_id, "status": run.info.status}
+            row.update({f"metrics.{key}": value for key, value in run.data.metrics.items()})
+            row.update({f"params.{key}": value for key, value in run.data.params.items()})
+            row.update({f"tags.{key}": value for key, value in run.data.tags.items()})
+            rows.append(row)
+        page_token = page.token
+        if not page_token:
+            return pd.DataFrame(rows)
+
+
+def _prefixed(row: pd.Series, prefix: str) -> dict[str, str]:
+    return {key[len(prefix):]: value for key, value in row.items() if key.startswith(prefix) and isinstance(value, str)}
+
+
+def _run_table(frame: pd.DataFrame) -> pd.DataFrame:
+    def tag(name: str, default: str = "") -> pd.Series:
+        column = f"tags.{name}"
+        return frame[column].fillna(default).astype(str) if column in frame else pd.Series(default, index=frame.index)
+
+    def param(name: str) -> pd.Series:
+        column = f"params.{name}"
+        return frame[column] if column in frame else pd.Series(None, index=frame.index, dtype=object)
+
+    runs = pd.DataFrame({
+        "run_id": frame["run_id"],
+        "run_name": tag("mlflow.runName"),
+        "parent_run_id": tag("mlflow.parentRunId"),
+        "impl": tag("impl", "?"),
+        "labels": pd.to_numeric(tag("labels"), errors="coerce").astype("Int64"),
+        "seed": pd.to_numeric(tag("seed"), errors="coerce").astype("Int64"),
+        "preset": tag("preset", "?"),
+        "status": frame["status"].astype(str),
+        "split_digest": tag("split_digest"),
+        "data_identity": tag("data_identity", "unrecorded"),
+        "data_official": tag("data_official").str.lower().map({"true": True, "false": False}),
+        "git_commit": tag("git_commit"),
+        "git_dirty": tag("git_dirty"),
+        "torchssl_commit": tag("torchssl_commit"),
+        "torchssl_tree_clean": tag("torchssl_tree_clean"),
+        "error": tag(tracking.ERROR_TAG),
+        "iterations_planned": pd.to_numeric(param("iterations"), errors="coerce").astype("Int64"),
+    })
+    protocol = [param(name).fillna("?").astype(str) for name in PROTOCOL_FIELDS]
+    runs["protocol"] = [tuple(values) for values in zip(*protocol)] if protocol else [()] * len(runs)
+    return runs.sort_values(["preset", "labels", "impl", "seed"], kind="stable").reset_index(drop=True)
+
+
+def _histories(client: MlflowClient, frame: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    metric_columns = [column for column in frame.columns
+                      if column.startswith(tuple("metrics." + prefix for prefix in REPORTED_METRIC_PREFIXES))]
+    for _, run in frame.iterrows():
+        for column in metric_columns:
+            if pd.isna(run[column]):
+                continue
+            key = column[len("metrics."):]
+            for metric in client.get_metric_history(run["run_id"], key):
+                rows.append((run["run_id"], key, int(metric.step), int(metric.timestamp), float(metric.value)))
+    histories = pd.DataFrame(rows, columns=["run_id", "key", "step", "timestamp", "value"])
+    # A step logged twice (e.g. around a resume) counts once: the value logged last.
+    histories = histories.sort_values(["run_id", "key", "step", "timestamp"], kind="stable")
+    histories = histories.drop_duplicates(["run_id", "key", "step"], keep="last")
+    return histories.drop(columns="timestamp").reset_index(drop=True)
+
+
+def _with_iterations(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+    """iterations_run: summary/iterations when the run logged it, else the last step of any metric."""
+    last_step = histories.groupby("run_id")["step"].max()
+    summary = histories[histories["key"] == "summary/iterations"].groupby("run_id")["value"].last()
+    runs = runs.copy()
+    runs["iterations_run"] = [
+        int(summary[run_id]) if run_id in summary else int(last_step.get(run_id, 0)) for run_id in runs["run_id"]
+    ]
+    return runs
+
+
+def _artifacts(client: MlflowClient, run_ids: pd.Series) -> tuple[dict[str, ConfusionMatrix], dict[str, dict]]:
+    confusion: dict[str, ConfusionMatrix] = {}
+    environments: dict[str, dict] = {}
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise here
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
+        for run_id in run_ids:
+            files = client.list_artifacts(run_id, "confusion_matrix")
+            steps = {int(m.group(1)): info.path for info in files if (m := _CONFUSION_ARTIFACT.search(info.path))}
+            if steps:
+                local = client.download_artifacts(run_id, steps[max(steps)], os.path.join(scratch, run_id))
+                content = json.loads(Path(local).read_text())
+                confusion[run_id] = ConfusionMatrix(
+                    int(content["step"]), tuple(content["class_names"]), np.asarray(content["matrix"], dtype=np.int64)
+                )
+            if any(info.path == "environment.json" for info in client.list_artifacts(run_id)):
+                local = client.download_artifacts(run_id, "environment.json", os.path.join(scratch, run_id))
+                environments[run_id] = json.loads(Path(local).read_text())
+    return confusion, environments
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__

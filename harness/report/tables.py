@@ -1,0 +1,415 @@
+"""The report's numbers: per-run summaries, their mean ± std over seeds, paired own − torchssl
+differences, and our numbers beside the published ones. Every table names exactly what it shows.
+
+Accuracies are stored in MLflow as fractions and shown here as percentages with two decimals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.report.collect import PAPER_ITERATIONS, PROTOCOL_FIELDS, ReportData
+from implementations import interface as names
+
+MEDIAN_WINDOW = 20  # the FixMatch paper reports the median over its last 20 checkpoints
+SHORT_MARK = "†"  # trained fewer iterations than the paper's schedule
+UNOFFICIAL_MARK = "‡"  # trained/evaluated on data that is not the official full data set
+FEW_EVALUATIONS_MARK = "§"  # median over fewer than MEDIAN_WINDOW evaluations
+PAIRED_IMPLS = ("own", "torchssl")  # the difference is first minus second
+
+
+@dataclass(frozen=True)
+class Anchor:
+    source: str
+    protocol: str
+    top1: dict[int, tuple[float, float]]  # labels -> (mean %, std %)
+
+
+# CIFAR-10 FixMatch (RandAugment). The paper gives error rates; accuracy = 100 − error.
+FIXMATCH_PAPER = Anchor(
+    "FixMatch paper (RA)",
+    "median of the last 20 checkpoints, 5 folds; 100 − published error",
+    {40: (86.19, 3.37), 250: (94.93, 0.65), 4000: (95.74, 0.05)},
+)
+TORCHSSL_README = Anchor(
+    "TorchSSL README",
+    "best checkpoint, 3 seeds",
+    {40: (92.53, 0.28), 250: (95.14, 0.05), 4000: (95.79, 0.08)},
+)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    """Finished runs that may be pooled: one preset, one data set, one training protocol."""
+
+    title: str
+    slug: str
+    preset: str
+    protocol: dict[str, str]
+    runs: pd.DataFrame  # rows of ReportData.runs
+    summaries: pd.DataFrame  # rows of run_summaries(), same runs
+
+
+def impl_order(impls) -> list[str]:
+    known = [impl for impl in PAIRED_IMPLS if impl in set(impls)]
+    return known + sorted(set(impls) - set(known))
+
+
+def run_summaries(data: ReportData) -> pd.DataFrame:
+    """One row per finished run: its last, best and median-of-last-20 top-1 and last other metrics."""
+    rows = []
+    for run in data.finished.itertuples():
+        top1 = data.history(run.run_id, names.EVAL_TOP1)
+        if top1.empty:
+            continue
+        recent = top1.iloc[-MEDIAN_WINDOW:]
+        last_step = int(top1.index[-1])
+        rows.append({
+            "run_id": run.run_id,
+            "impl": run.impl,
+            "labels": int(run.labels),
+            "seed": int(run.seed),
+            "split_digest": run.split_digest,
+            "iterations_run": int(run.iterations_run),
+            "data_official": run.data_official,
+            "last_iteration": last_step,
+            "top1_last": float(top1.iloc[-1]),
+            "top1_best": float(top1.max()),
+            "best_iteration": int(top1.idxmax()),  # the first evaluation that reached the best
+            "top1_median_last20": float(recent.median()),
+            "evaluations_in_median": len(recent),
+            "evaluation_steps": tuple(int(step) for step in top1.index),
+            "top5_last": _value_at(data.history(run.run_id, names.EVAL_TOP5), last_step),
+            "f1_last": _value_at(data.history(run.run_id, names.EVAL_F1), last_step),
+            "auc_last": _value_at(data.history(run.run_id, names.EVAL_AUC), last_step),
+        })
+    return pd.DataFrame(rows, columns=[
+        "run_id", "impl", "labels", "seed", "split_digest", "iterations_run", "data_official", "last_iteration",
+        "top1_last", "top1_best", "best_iteration", "top1_median_last20", "evaluations_in_median",
+        "evaluation_steps", "top5_last", "f1_last", "auc_last",
+    ])
+
+
+def _value_at(history: pd.Series, step: int) -> float:
+    return float(history[step]) if step in history.index else math.nan
+
+
+def sections(data: ReportData, summaries: pd.DataFrame) -> list[Section]:
+    finished = data.finished[data.finished["run_id"].isin(summaries["run_id"])]
+    groups = list(finished.groupby(["preset", "data_identity", "protocol"], sort=True))
+    result = []
+    for (preset, identity, protocol), runs in groups:
+        protocol_params = dict(zip(PROTOCOL_FIELDS, protocol))
+        title = f"Preset `{preset}`"
+        siblings = [key for key, _ in groups if key[0] == preset]
+        if len({key[1] for key in siblings}) > 1:
+            title += f", data `{identity}`"
+        if len({key[2] for key in siblings}) > 1:
+            varying = [i for i, name in enumerate(PROTOCOL_FIELDS) if len({key[2][i] for key in siblings}) > 1]
+            title += ", " + ", ".join(f"{PROTOCOL_FIELDS[i]}={protocol[i]}" for i in varying)
+        slug = _slug(preset) + (f"-{len([s for s in result if s.preset == preset]) + 1}" if len(siblings) > 1 else "")
+        result.append(Section(title, slug, preset, protocol_params, runs,
+                              summaries[summaries["run_id"].isin(runs["run_id"])]))
+    return result
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "runs"
+
+
+# ---- formatting -----------------------------------------------------------------------------------
+
+
+def percent(values: pd.Series) -> str:
+    """mean ± sample std (n − 1) over seeds, in percent."""
+    values = values.dropna()
+    if values.empty:
+        return "not logged"
+    mean = 100 * values.mean()
+    if len(values) < 2:
+        return f"{mean:.2f} ± n/a"
+    return f"{mean:.2f} ± {100 * values.std(ddof=1):.2f}"
+
+
+def fraction(values: pd.Series) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "not logged"
+    if len(values) < 2:
+        return f"{values.mean():.4f} ± n/a"
+    return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def _marks(group: pd.DataFrame) -> str:
+    marks = ""
+    if (group["iterations_run"] < PAPER_ITERATIONS).any():
+        marks += SHORT_MARK
+    if (group["data_official"] != True).any():  # noqa: E712 (None = not recorded also counts)
+        marks += UNOFFICIAL_MARK
+    return marks
+
+
+def _with(text: str, marks: str) -> str:
+    return f"{text} {marks}" if marks and text != "not logged" else text
+
+
+def _seeds(group: pd.DataFrame) -> str:
+    seeds = sorted(group["seed"])
+    return f"{len(seeds)} ({', '.join(map(str, seeds))})"
+
+
+def _iterations(group: pd.DataFrame) -> str:
+    low, high = int(group["iterations_run"].min()), int(group["iterations_run"].max())
+    return count(low) if low == high else f"{count(low)}–{count(high)}"
+
+
+def _flag_notes(summaries: pd.DataFrame, section_runs: pd.DataFrame | None = None) -> list[str]:
+    notes = []
+    short = sorted(set(summaries.loc[summaries["iterations_run"] < PAPER_ITERATIONS, "iterations_run"]))
+    if short:
+        trained = " or ".join(count(n) for n in short)
+        notes.append(
+            f"{SHORT_MARK} Trained {trained} of the paper's {count(PAPER_ITERATIONS)} iterations: "
+            "not comparable to published numbers."
+        )
+    unofficial = summaries[summaries["data_official"] != True]  # noqa: E712
+    if not unofficial.empty:
+        identities = "unrecorded"
+        if section_runs is not None:
+            flagged = section_runs["run_id"].isin(unofficial["run_id"])
+            identities = ", ".join(sorted(set(section_runs.loc[flagged, "data_identity"])))
+        notes.append(
+            f"{UNOFFICIAL_MARK} Trained and evaluated on data that is not the official CIFAR-10 ({identities}): "
+            f"not comparable to published numbers."
+        )
+    return notes
+
+
+def _groups(summaries: pd.DataFrame):
+    for labels in sorted(summaries["labels"].unique()):
+        at_labels = summaries[summaries["labels"] == labels]
+        for impl in impl_order(at_labels["impl"]):
+            yield impl, int(labels), at_labels[at_labels["impl"] == impl].sort_values("seed")
+
+
+# ---- tables ----------------------------------------------------------------------------------------
+
+
+def top1_table(section: Section) -> Table:
+    rows = []
+    few_evaluations = False
+    for impl, labels, group in _groups(section.summaries):
+        marks = _marks(group)
+        median_marks = marks
+        if (group["evaluations_in_median"] < MEDIAN_WINDOW).any():
+            median_marks += FEW_EVALUATIONS_MARK
+            few_evaluations = True
+        rows.append([
+            impl, str(labels), _seeds(group), _iterations(group),
+            _with(percent(group["top1_last"]), marks),
+            _with(percent(group["top1_best"]), marks),
+            ", ".join(count(int(step)) for step in group["best_iteration"]),
+            _with(percent(group["top1_median_last20"]), median_marks),
+        ])
+    notes = _flag_notes(section.summaries, section.runs)
+    if few_evaluations:
+        counts = sorted(set(section.summaries.loc[section.summaries["evaluations_in_median"] < MEDIAN_WINDOW,
+                                                  "evaluations_in_median"]))
+        notes.append(
+            f"{FEW_EVALUATIONS_MARK} Fewer than {MEDIAN_WINDOW} evaluations exist "
+            f"({', '.join(map(str, counts))}): the median is over all of them."
+        )
+    notes += _evaluation_schedule_notes(section.summaries)
+    notes += [
+        "Top-1 accuracy: share of test images whose highest-scoring class is the true class, EMA model "
+        "(not macro precision, which this report does not show). Mean ± sample standard deviation (n − 1) over "
+        "seeds; "
+        "'± n/a' where only one seed finished.",
+        "Last: at the final evaluation. Best: the highest of all evaluations (selected on the test set, so optimistic; "
+        "TorchSSL's protocol). Median of last 20: over the 20 last evaluations (the FixMatch paper's protocol).",
+    ]
+    return Table(
+        "Top-1 accuracy (%) of the EMA model on the test set, mean ± std over seeds",
+        ["implementation", "labels", "seeds (n)", "iterations run", "top-1 % at last evaluation",
+         "best top-1 % over all evaluations", "iteration of best, per seed", "top-1 %, median of last 20 evaluations"],
+        rows, notes,
+    )
+
+
+def _evaluation_schedule_notes(summaries: pd.DataFrame) -> list[str]:
+    """Say so when implementations evaluated at different iterations (TorchSSL has its own schedule):
+    then best and median-of-last-20 select among different checkpoints."""
+    notes = []
+    for labels in sorted(summaries["labels"].unique()):
+        at_labels = summaries[summaries["labels"] == labels]
+        schedules = {impl: sorted({step for steps in group["evaluation_steps"] for step in steps})
+                     for impl, group in at_labels.groupby("impl")}
+        if len({tuple(steps) for steps in schedules.values()}) > 1:
+            described = "; ".join(f"{impl} {_steps_text(schedules[impl])}" for impl in impl_order(schedules))
+            notes.append(f"{labels} labels: the implementations evaluated at different iterations ({described}), "
+                         "so best and median-of-last-20 select among different checkpoints.")
+    return notes
+
+
+def _steps_text(steps: list[int]) -> str:
+    if len(steps) <= 6:
+        return "at " + ", ".join(count(step) for step in steps)
+    return f"{len(steps)} times, {count(steps[0])} to {count(steps[-1])}"
+
+
+def other_metrics_table(section: Section) -> Table:
+    rows = []
+    for impl, labels, group in _groups(section.summaries):
+        marks = _marks(group)
+        rows.append([
+            impl, str(labels), _seeds(group),
+            _with(percent(group["top5_last"]), marks),
+            _with(percent(group["f1_last"]), marks),
+            _with(fraction(group["auc_last"]), marks),
+        ])
+    notes = _flag_notes(section.summaries, section.runs) + [
+        "All at the last evaluation, EMA model, test set; mean ± sample standard deviation over seeds. Macro: the "
+        "unweighted mean over classes. AUC: one-vs-one, macro-averaged, on the 0–1 scale.",
+    ]
+    return Table(
+        "Other test-set metrics at the last evaluation, mean ± std over seeds",
+        ["implementation", "labels", "seeds (n)", "top-5 accuracy %", "macro F1 %", "one-vs-one macro AUC (0–1)"],
+        rows, notes,
+    )
+
+
+MEASURES = (
+    ("top1_last", "top-1 % at last evaluation"),
+    ("top1_best", "best top-1 % over all evaluations"),
+    ("top1_median_last20", "top-1 %, median of last 20 evaluations"),
+)
+
+
+def paired_difference_table(section: Section) -> Table | None:
+    """own − torchssl per seed that both finished on the same split, with a paired t interval."""
+    summaries = section.summaries
+    first, second = PAIRED_IMPLS
+    rows = []
+    marks_needed = pd.DataFrame()
+    for labels in sorted(summaries["labels"].unique()):
+        at_labels = summaries[summaries["labels"] == labels]
+        ours, theirs = (at_labels[at_labels["impl"] == impl].set_index("seed") for impl in PAIRED_IMPLS)
+        if ours.empty or theirs.empty:
+            continue
+        common = sorted(set(ours.index) & set(theirs.index))
+        paired = [seed for seed in common if ours.at[seed, "split_digest"] and
+                  ours.at[seed, "split_digest"] == theirs.at[seed, "split_digest"]]
+        unpaired_split = len(common) - len(paired)
+        both = pd.concat([ours.loc[paired], theirs.loc[paired]])
+        marks_needed = pd.concat([marks_needed, both])
+        marks = _marks(both) if paired else ""
+        for column, label in MEASURES:
+            differences = (ours.loc[paired, column] - theirs.loc[paired, column]).to_numpy() * 100
+            rows.append([
+                str(labels), label, f"{len(paired)} ({', '.join(map(str, paired))})" if paired else "0",
+                _with(f"{100 * ours.loc[paired, column].mean():.2f}", marks) if paired else "n/a",
+                _with(f"{100 * theirs.loc[paired, column].mean():.2f}", marks) if paired else "n/a",
+                _with(f"{differences.mean():+.2f}", marks) if paired else "n/a",
+                _with(_paired_interval(differences, unpaired_split), marks if len(paired) >= 2 else ""),
+            ])
+    if not rows:
+        return None
+    notes = _flag_notes(marks_needed, section.runs) if not marks_needed.empty else []
+    notes.append(
+        "Pairs: seeds finished by both implementations on the same label split (same split digest); means over those "
+        "seeds only. Interval: mean difference ± t(0.975, n − 1) · sd / √n over the n paired differences, in "
+        "percentage points (pp)."
+    )
+    return Table(
+        f"{first} − {second}, paired by seed (percentage points)",
+        ["labels", "measure", "paired seeds (n)", f"{first} mean %", f"{second} mean %",
+         f"{first} − {second} (pp)", "95 % interval (paired t)"],
+        rows, notes,
+    )
+
+
+def _paired_interval(differences: np.ndarray, unpaired_split: int) -> str:
+    n = len(differences)
+    if n < 2:
+        reason = f"{n} paired seed{'s' if n != 1 else ''}, needs ≥ 2"
+        if unpaired_split:
+            reason += f"; {unpaired_split} seed(s) ran on different splits"
+        return f"n/a ({reason})"
+    half_width = stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n)
+    mean = differences.mean()
+    return f"[{mean - half_width:+.2f}, {mean + half_width:+.2f}]"
+
+
+def published_table(section: Section) -> Table:
+    """Our numbers beside the published anchors, each in the anchor's own protocol."""
+    summaries = section.summaries
+    impls = impl_order(summaries["impl"])
+    columns = ["labels", f"{FIXMATCH_PAPER.source}: top-1 %, {FIXMATCH_PAPER.protocol}"]
+    columns += [f"ours, {impl}: top-1 %, median of last 20 evaluations" for impl in impls]
+    columns += [f"{TORCHSSL_README.source}: top-1 %, {TORCHSSL_README.protocol}"]
+    columns += [f"ours, {impl}: best top-1 % over all evaluations" for impl in impls]
+    def ours(labels: int, impl: str, column: str) -> str:
+        group = summaries[(summaries["labels"] == labels) & (summaries["impl"] == impl)]
+        if group.empty:
+            return "not run"
+        marks = _marks(group)
+        if column == "top1_median_last20" and (group["evaluations_in_median"] < MEDIAN_WINDOW).any():
+            marks += FEW_EVALUATIONS_MARK
+        return _with(f"{percent(group[column])} (n={len(group)})", marks)
+
+    rows = []
+    for labels in FIXMATCH_PAPER.top1:
+        row = [str(labels), "{:.2f} ± {:.2f}".format(*FIXMATCH_PAPER.top1[labels])]
+        row += [ours(labels, impl, "top1_median_last20") for impl in impls]
+        row.append("{:.2f} ± {:.2f}".format(*TORCHSSL_README.top1[labels]))
+        row += [ours(labels, impl, "top1_best") for impl in impls]
+        rows.append(row)
+    shown = summaries[summaries["labels"].isin(FIXMATCH_PAPER.top1)]
+    notes = _flag_notes(shown, section.runs) if not shown.empty else []
+    if not shown.empty and (shown["evaluations_in_median"] < MEDIAN_WINDOW).any():
+        notes.append(f"{FEW_EVALUATIONS_MARK} Fewer than {MEDIAN_WINDOW} evaluations exist: median over all of them.")
+    notes.append(
+        "Published numbers are CIFAR-10 with WRN-28-2 after 1,048,576 iterations; each of our columns uses the same "
+        "protocol as the published column before it. The paper's ± is over 5 folds, TorchSSL's over 3 seeds, ours "
+        "over n seeds."
+    )
+    return Table("Ours beside the published numbers (top-1 accuracy %, CIFAR-10)", columns, rows, notes)
+
+
+def unfinished_table(data: ReportData) -> Table | None:
+    unfinished = data.unfinished
+    if unfinished.empty:
+        return None
+    rows = []
+    for run in unfinished.itertuples():
+        top1 = data.history(run.run_id, names.EVAL_TOP1)
+        last = f"{100 * top1.iloc[-1]:.2f} (iteration {count(int(top1.index[-1]))})" if not top1.empty else "none yet"
+        planned = count(int(run.iterations_planned)) if not pd.isna(run.iterations_planned) else "?"
+        reason = run.error if len(run.error) <= 160 else run.error[:157] + "..."
+        rows.append([run.impl, str(run.labels), str(run.seed), run.preset, run.status,
+                     f"{count(int(run.iterations_run))} of {planned}", last, reason or "—", f"`{run.run_id}`"])
+    return Table(
+        "Unfinished runs (not in any table above or average)",
+        ["implementation", "labels", "seed", "preset", "MLflow status", "iterations reached", "last top-1 %",
+         "why it stopped (as recorded)", "run id"],
+        rows,
+        ["SCHEDULED: not started yet. RUNNING: still training, or its process died without ending the run. "
+         "FAILED/KILLED: stopped; `bench run` with the same arguments resumes it from its last checkpoint."],
+    )

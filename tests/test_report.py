@@ -1,0 +1,438 @@
+"""`bench report`: tables, figures, Markdown and PDF from the MLflow store, and nothing else.
+
+The end-to-end tests (slow) build a real store with the real `bench run` (own, plus torchssl when its
+checkout is present) on the smoke preset and the real images in ../shared, run `bench report`, and check
+every number in the Markdown against values recomputed here straight from MLflow. The other tests write
+small stores with the MLflow client in the run layout of harness/tracking.py (a real sqlite store) to
+put the report in states a short grid does not reach: unfinished runs, mixed presets, bad input.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from PIL import Image
+from scipy import stats
+
+from harness import tracking, vendor
+from harness.cli import main as bench_cli
+from harness.presets import PRESETS
+from implementations import interface as names
+from tests.fixtures_data import SUBSET_DIR
+
+PAPER_ITERATIONS = 2**20
+MARKERS = "†‡§"
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def bench(*arguments: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *arguments], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def report(*arguments: str):
+    """`bench report` in this process (the CLI exactly as a user calls it, minus interpreter start-up)."""
+    return CliRunner().invoke(bench_cli, ["report", *arguments], catch_exceptions=False)
+
+
+def markdown_tables(text: str, sections: int = 1) -> dict[str, list[dict[str, str]]]:
+    """Every '**Table N.** title' followed by a pipe table, as title -> rows of column -> cell (the rows of
+    the same table in each of several sections concatenated)."""
+    tables = {}
+    for match in re.finditer(r"\*\*Table \d+\.\*\* (.+)\n\n((?:\|.*\|\n)+)", text):
+        lines = [line for line in match.group(2).splitlines() if line.strip()]
+        header = [cell.strip() for cell in lines[0].strip("|").split(" | ")]
+        rows = [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[2:]]
+        title = match.group(1).strip()
+        assert sections > 1 or title not in tables, f"two tables titled {title!r}"
+        tables.setdefault(title, []).extend(dict(zip(header, row)) for row in rows)
+    return tables
+
+
+def number(cell: str) -> str:
+    """The value of a cell without its flags (†, ‡, §)."""
+    return cell.strip().rstrip(MARKERS).strip()
+
+
+def mean_std(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
+    mean = statistics.mean(values) * scale
+    if len(values) < 2:
+        return f"{mean:.{digits}f} ± n/a"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+
+
+# ---- the end-to-end store: the real `bench run` ------------------------------------------------------
+
+
+def torchssl_problem() -> str | None:
+    try:
+        vendor.verify_checkout()
+    except vendor.VendorError as error:
+        return str(error)
+    return None
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """own (+ torchssl when its checkout is present) × labels {40, 250} × seeds {0, 1}, smoke preset; then
+    `bench report` on the store."""
+    output_dir = tmp_path_factory.mktemp("report-grid")
+    impls = "own" if torchssl_problem() else "own,torchssl"
+    ran = bench("run", "--impl", impls, "--labels", "40,250", "--seeds", "0,1", "--preset", "smoke",
+                "--device", "cpu", "--data-dir", str(SUBSET_DIR), "--output-dir", str(output_dir))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    out = output_dir / "report"
+    made = bench("report", "--output-dir", str(output_dir), "--out", str(out))
+    assert made.returncode == 0, made.stdout + made.stderr
+    uri = f"sqlite:///{output_dir / 'mlflow.db'}"
+    previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        children = mlflow.search_runs(experiment_names=[tracking.DEFAULT_EXPERIMENT],
+                                      filter_string=f"tags.`{tracking.ROLE_TAG}` = '{tracking.CHILD}'")
+    finally:
+        mlflow.set_tracking_uri(previous_uri)  # None: unset again, as before
+    client = MlflowClient(uri)
+    expected = {}
+    for _, run in children.iterrows():
+        assert run["status"] == "FINISHED"
+        histories = {key: sorted(client.get_metric_history(run["run_id"], key), key=lambda m: m.step)
+                     for key in (names.EVAL_TOP1, names.EVAL_TOP5, names.EVAL_F1, names.EVAL_AUC)}
+        top1 = [metric.value for metric in histories[names.EVAL_TOP1]]
+        last_step = histories[names.EVAL_TOP1][-1].step
+        at_last = {key: next(m.value for m in history if m.step == last_step) for key, history in histories.items()}
+        best = max(top1)
+        expected[(run["tags.impl"], int(run["tags.labels"]), int(run["tags.seed"]))] = {
+            "last": top1[-1], "best": best, "median20": statistics.median(top1[-20:]),
+            "best_iteration": next(m.step for m in histories[names.EVAL_TOP1] if m.value == best),
+            "top5": at_last[names.EVAL_TOP5], "f1": at_last[names.EVAL_F1], "auc": at_last[names.EVAL_AUC],
+            "iterations": int(run["metrics.summary/iterations"]),
+            "split_digest": run["tags.split_digest"], "git_commit": run["tags.git_commit"],
+            "torchssl_commit": run.get("tags.torchssl_commit"),
+        }
+    text = (out / "report.md").read_text()
+    return {"out": out, "stdout": made.stdout, "text": text, "tables": markdown_tables(text),
+            "expected": expected, "impls": impls.split(",")}
+
+
+def groups(grid):
+    for impl in grid["impls"]:
+        for labels in (40, 250):
+            yield impl, labels, [grid["expected"][(impl, labels, seed)] for seed in (0, 1)]
+
+
+def row_of(table: list[dict[str, str]], impl: str, labels: int) -> dict[str, str]:
+    (row,) = [row for row in table if row["implementation"] == impl and row["labels"] == str(labels)]
+    return row
+
+
+TOP1 = "Top-1 accuracy (%) of the EMA model on the test set, mean ± std over seeds"
+OTHER = "Other test-set metrics at the last evaluation, mean ± std over seeds"
+PAIRED = "own − torchssl, paired by seed (percentage points)"
+PUBLISHED = "Ours beside the published numbers (top-1 accuracy %, CIFAR-10)"
+
+
+@pytest.mark.slow
+def test_top1_table_holds_last_best_and_median_of_last_20_as_in_mlflow(grid):
+    table = grid["tables"][TOP1]
+    assert len(table) == 2 * len(grid["impls"])
+    for impl, labels, runs in groups(grid):
+        row = row_of(table, impl, labels)
+        assert row["seeds (n)"] == "2 (0, 1)"
+        assert row["iterations run"] == f"{runs[0]['iterations']:,}" == f"{PRESETS['smoke'].iterations:,}"
+        assert number(row["top-1 % at last evaluation"]) == mean_std([run["last"] for run in runs])
+        assert number(row["best top-1 % over all evaluations"]) == mean_std([run["best"] for run in runs])
+        assert row["iteration of best, per seed"] == ", ".join(f"{run['best_iteration']:,}" for run in runs)
+        assert number(row["top-1 %, median of last 20 evaluations"]) == mean_std([run["median20"] for run in runs])
+
+
+@pytest.mark.slow
+def test_other_metrics_table_holds_top5_macro_f1_and_auc_at_the_last_evaluation(grid):
+    table = grid["tables"][OTHER]
+    for impl, labels, runs in groups(grid):
+        row = row_of(table, impl, labels)
+        assert number(row["top-5 accuracy %"]) == mean_std([run["top5"] for run in runs])
+        assert number(row["macro F1 %"]) == mean_std([run["f1"] for run in runs])
+        assert number(row["one-vs-one macro AUC (0–1)"]) == mean_std([run["auc"] for run in runs], 1.0, 4)
+
+
+@pytest.mark.slow
+def test_every_number_of_a_short_run_on_the_subset_carries_both_flags_and_their_footnotes(grid):
+    for title in (TOP1, OTHER):
+        for row in grid["tables"][title]:
+            for column, cell in row.items():
+                if "%" in column or "AUC" in column:
+                    assert "†" in cell and "‡" in cell, (column, cell)
+    assert f"† Trained 40 of the paper's {PAPER_ITERATIONS:,} iterations" in grid["text"]
+    assert "‡ Trained and evaluated on data that is not the official CIFAR-10" in grid["text"]
+
+
+@pytest.mark.slow
+def test_published_table_puts_each_anchor_beside_our_number_in_its_protocol(grid):
+    table = grid["tables"][PUBLISHED]
+    by_labels = {row["labels"]: row for row in table}
+    paper = "FixMatch paper (RA): top-1 %, median of the last 20 checkpoints, 5 folds; 100 − published error"
+    readme = "TorchSSL README: top-1 %, best checkpoint, 3 seeds"
+    assert [by_labels[labels][paper] for labels in ("40", "250", "4000")] == [
+        "86.19 ± 3.37", "94.93 ± 0.65", "95.74 ± 0.05"]
+    assert [by_labels[labels][readme] for labels in ("40", "250", "4000")] == [
+        "92.53 ± 0.28", "95.14 ± 0.05", "95.79 ± 0.08"]
+    for impl, labels, runs in groups(grid):
+        median_cell = by_labels[str(labels)][f"ours, {impl}: top-1 %, median of last 20 evaluations"]
+        best_cell = by_labels[str(labels)][f"ours, {impl}: best top-1 % over all evaluations"]
+        assert median_cell.startswith(mean_std([run["median20"] for run in runs]) + " (n=2)")
+        assert best_cell.startswith(mean_std([run["best"] for run in runs]) + " (n=2)")
+        assert "†" in median_cell and "†" in best_cell
+    assert by_labels["4000"][f"ours, {grid['impls'][0]}: best top-1 % over all evaluations"] == "not run"
+
+
+@pytest.mark.slow
+def test_own_minus_torchssl_is_paired_by_seed_with_a_t_interval(grid):
+    if "torchssl" not in grid["impls"]:
+        pytest.skip(f"needs the TorchSSL checkout for torchssl runs: {torchssl_problem()}")
+    table = grid["tables"][PAIRED]
+    measures = {"top-1 % at last evaluation": "last", "best top-1 % over all evaluations": "best",
+                "top-1 %, median of last 20 evaluations": "median20"}
+    assert len(table) == 2 * len(measures)
+    for row in table:
+        key = measures[row["measure"]]
+        labels = int(row["labels"])
+        own = [grid["expected"][("own", labels, seed)][key] for seed in (0, 1)]
+        theirs = [grid["expected"][("torchssl", labels, seed)][key] for seed in (0, 1)]
+        differences = [100 * (a - b) for a, b in zip(own, theirs)]
+        mean = statistics.mean(differences)
+        half_width = stats.t.ppf(0.975, 1) * statistics.stdev(differences) / math.sqrt(2)
+        assert row["paired seeds (n)"] == "2 (0, 1)"
+        assert number(row["own mean %"]) == f"{100 * statistics.mean(own):.2f}"
+        assert number(row["torchssl mean %"]) == f"{100 * statistics.mean(theirs):.2f}"
+        assert number(row["own − torchssl (pp)"]) == f"{mean:+.2f}"
+        assert number(row["95 % interval (paired t)"]) == f"[{mean - half_width:+.2f}, {mean + half_width:+.2f}]"
+
+
+@pytest.mark.slow
+def test_every_referenced_figure_exists_and_is_a_png(grid):
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", grid["text"])
+    # top-1, losses, mask rate + pseudo-label accuracy, a confusion matrix per label count, per-class bars
+    assert len(links) == 6
+    for link in links:
+        assert not Path(link).is_absolute()
+        with Image.open(grid["out"] / link) as image:
+            assert image.format == "PNG"
+            image.verify()
+
+
+@pytest.mark.slow
+def test_pdf_opens_with_the_number_of_pages_the_command_reports(grid):
+    from pypdf import PdfReader
+
+    pages = int(re.search(r"report\.pdf \((\d+) pages\)", grid["stdout"]).group(1))
+    reader = PdfReader(grid["out"] / "report.pdf")
+    assert len(reader.pages) == pages >= 2
+    assert "Top-1 accuracy" in "".join(page.extract_text() for page in reader.pages)
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("pdftoppm (poppler-utils) is absent: the page-rendering check did not run")
+    rendered = grid["out"].parent / "pages"
+    rendered.mkdir()
+    subprocess.run(["pdftoppm", "-r", "30", "-png", str(grid["out"] / "report.pdf"), str(rendered / "page")],
+                   check=True, timeout=120)
+    assert len(list(rendered.glob("page-*.png"))) == pages
+
+
+@pytest.mark.slow
+def test_how_obtained_section_names_splits_commits_and_iterations(grid):
+    section = grid["text"].split("## How these numbers were obtained", 1)[1]
+    for run in grid["expected"].values():
+        assert f"`{run['split_digest'][:16]}`" in section
+        assert f"`{run['git_commit'][:12]}`" in section
+        if isinstance(run["torchssl_commit"], str) and run["torchssl_commit"]:
+            assert f"TorchSSL `{run['torchssl_commit'][:12]}`" in section
+    assert "cifar10" in section and "NOT the official full CIFAR-10" in section
+    assert f"the paper trains {PAPER_ITERATIONS:,}" in section
+    assert "Hardware and software." in section and "device cpu" in section
+
+
+# ---- small stores in the run layout, written with the MLflow client --------------------------------
+
+
+def write_child(client: MlflowClient, experiment_id: str, *, impl: str, labels: int, seed: int, preset: str,
+                status: str = "FINISHED", top1: tuple[float, ...] = (0.30, 0.40), eval_interval: int = 20,
+                iterations: int | None = None, official: bool = False, parent_id: str | None = None) -> str:
+    config = PRESETS[preset].replace(seed=seed, **({"iterations": iterations} if iterations else {}))
+    if parent_id is None:
+        parents = client.search_runs([experiment_id], f"tags.`{tracking.ROLE_TAG}` = 'parent' and "
+                                     f"tags.labels = '{labels}' and tags.preset = '{preset}'")
+        parent_id = parents[0].info.run_id if parents else client.create_run(
+            experiment_id, run_name=f"labels={labels} · {preset}",
+            tags={tracking.ROLE_TAG: tracking.PARENT, "labels": str(labels), "preset": preset}).info.run_id
+    run_id = client.create_run(experiment_id, run_name=f"{impl} · labels={labels} · seed={seed}", tags={
+        tracking.ROLE_TAG: tracking.CHILD, "mlflow.parentRunId": parent_id, "impl": impl, "labels": str(labels),
+        "seed": str(seed), "preset": preset, "split_digest": f"{labels:04d}{seed:04d}" + "ab" * 28,
+        "data_identity": "cifar10" if official else "cifar10-subset", "data_official": str(official).lower(),
+        "git_commit": "0123456789abcdef" * 2 + "01234567", "git_dirty": "false",
+        **({"torchssl_commit": "f26e1d42967cec7f7c8a00c2e7ff9219d8ab7c92", "torchssl_tree_clean": "true"}
+           if impl == "torchssl" else {}),
+    }).info.run_id
+    params = [Param(key, str(value)) for key, value in config.as_params().items()] + [Param("labels", str(labels))]
+    stamp = int(time.time() * 1000)
+    metrics = []
+    for index, value in enumerate(top1):
+        step = (index + 1) * eval_interval
+        metrics += [Metric(names.EVAL_TOP1, value, stamp, step),
+                    Metric(names.EVAL_TOP5, min(1.0, value + 0.3), stamp, step),
+                    Metric(names.EVAL_F1, value / 2, stamp, step), Metric(names.EVAL_AUC, 0.5 + value / 2, stamp, step),
+                    Metric(names.TRAIN_SUPERVISED_LOSS, 2.0 - value, stamp, step)]
+    last = len(top1) * eval_interval
+    if status == "FINISHED":
+        metrics.append(Metric("summary/iterations", last, stamp, last))
+    client.log_batch(run_id, metrics=metrics, params=params)
+    if status != "RUNNING":
+        client.set_terminated(run_id, status)
+    return run_id
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    output_dir = tmp_path_factory.mktemp("report-store")
+    client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
+    ids = {}
+    mixed = client.create_experiment("mixed")
+    ids["own-40-0"] = write_child(client, mixed, impl="own", labels=40, seed=0, preset="smoke", top1=(0.20, 0.25))
+    ids["running"] = write_child(client, mixed, impl="own", labels=40, seed=1, preset="smoke", status="RUNNING",
+                                 top1=(0.90,))
+    ids["failed"] = write_child(client, mixed, impl="own", labels=40, seed=2, preset="smoke", status="FAILED",
+                                top1=(0.80,))
+    client.set_tag(ids["failed"], tracking.ERROR_TAG, "the loss became NaN at iteration 20")
+    ids["cpu"] = write_child(client, mixed, impl="own", labels=40, seed=0, preset="cpu", top1=(0.50, 0.60),
+                             eval_interval=250)
+    paired = client.create_experiment("paired")
+    for impl in ("own", "torchssl"):
+        write_child(client, paired, impl=impl, labels=250, seed=0, preset="smoke", top1=(0.3, 0.5))
+    full = client.create_experiment("full-schedule")
+    write_child(client, full, impl="own", labels=40, seed=0, preset="paper", official=True, top1=(0.86, 0.87),
+                eval_interval=PAPER_ITERATIONS // 2)
+    client.create_experiment("empty")
+    return {"output_dir": output_dir, "client": client, "ids": ids}
+
+
+@pytest.fixture(autouse=True)
+def no_tracking_uri_from_the_environment(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def test_unfinished_runs_are_listed_apart_and_never_averaged_in(store, tmp_path):
+    result = report("--output-dir", str(store["output_dir"]), "--experiment", "mixed", "--out", str(tmp_path / "r"),
+                    "--format", "md")
+    assert result.exit_code == 0, result.output
+    assert "2 unfinished run(s) (1 FAILED, 1 RUNNING) listed apart, not averaged in." in result.output
+    tables = markdown_tables((tmp_path / "r/report.md").read_text(), sections=2)
+    own_smoke = [row for row in tables[TOP1] if row["iterations run"] == "40"]
+    assert [row["seeds (n)"] for row in own_smoke] == ["1 (0)"]
+    assert number(own_smoke[0]["top-1 % at last evaluation"]) == "25.00 ± n/a"
+    unfinished = tables["Unfinished runs (not in any table above or average)"]
+    assert {(row["seed"], row["MLflow status"]) for row in unfinished} == {("1", "RUNNING"), ("2", "FAILED")}
+    failed = next(row for row in unfinished if row["MLflow status"] == "FAILED")
+    assert failed["why it stopped (as recorded)"] == "the loss became NaN at iteration 20"
+    assert failed["iterations reached"] == "20 of 40"
+
+
+def test_runs_of_different_presets_get_a_section_each_and_are_never_pooled(store, tmp_path):
+    result = report("--output-dir", str(store["output_dir"]), "--experiment", "mixed", "--out", str(tmp_path / "r"),
+                    "--format", "md")
+    text = (tmp_path / "r/report.md").read_text()
+    assert "## Preset `cpu`" in text and "## Preset `smoke`" in text
+    assert "numbers are never pooled across sections" in text
+    assert "2 section(s)" in result.output
+    cpu_section = text.split("## Preset `cpu`")[1].split("## Preset `smoke`")[0]
+    cpu_rows = markdown_tables(cpu_section)[TOP1]
+    assert [(row["seeds (n)"], number(row["top-1 % at last evaluation"])) for row in cpu_rows] == [
+        ("1 (0)", "60.00 ± n/a")]
+
+
+def test_a_full_schedule_run_on_official_data_carries_no_flag(store, tmp_path):
+    report("--output-dir", str(store["output_dir"]), "--experiment", "full-schedule", "--out", str(tmp_path / "r"),
+           "--format", "md")
+    text = (tmp_path / "r/report.md").read_text()
+    (row,) = markdown_tables(text)[TOP1]
+    assert row["iterations run"] == f"{PAPER_ITERATIONS:,}"
+    assert row["top-1 % at last evaluation"] == "87.00 ± n/a"
+    assert not any(mark in cell for cell in row.values() for mark in "†‡")
+    assert "† Trained" not in text and "‡ Trained" not in text and "Read first" not in text
+
+
+def test_a_single_paired_seed_gives_no_interval_and_says_why(store, tmp_path):
+    report("--output-dir", str(store["output_dir"]), "--experiment", "paired", "--out", str(tmp_path / "r"),
+           "--format", "md")
+    rows = markdown_tables((tmp_path / "r/report.md").read_text())[PAIRED]
+    assert len(rows) == 3
+    assert {row["95 % interval (paired t)"] for row in rows} == {"n/a (1 paired seed, needs ≥ 2)"}
+    assert number(rows[0]["own − torchssl (pp)"]) == "+0.00"
+
+
+def test_run_option_reports_the_runs_of_that_parent_only(store, tmp_path):
+    client = store["client"]
+    parent_id = client.get_run(store["ids"]["cpu"]).data.tags["mlflow.parentRunId"]
+    result = report("--output-dir", str(store["output_dir"]), "--run", parent_id, "--out", str(tmp_path / "r"),
+                    "--format", "md")
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r/report.md").read_text()
+    assert "## Preset `cpu`" in text and "## Preset `smoke`" not in text and "Unfinished runs" not in text
+
+
+def test_a_second_report_replaces_the_first_in_the_same_folder(store, tmp_path):
+    out = tmp_path / "r"
+    for _ in range(2):
+        result = report("--output-dir", str(store["output_dir"]), "--experiment", "paired", "--out", str(out),
+                        "--format", "md")
+        assert result.exit_code == 0, result.output
+    assert sorted(path.name for path in out.iterdir()) == [".bench-report", "figures", "report.md"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--experiment", "nope"], "No experiment named 'nope' in the MLflow store at sqlite:///"),
+    (["--experiment", "empty"], "Experiment 'empty' has no ssl-bench runs yet; start some with `bench run`."),
+    (["--run", "0123456789abcdef0123456789abcdef"], "No run with id 0123456789abcdef0123456789abcdef in the MLflow"),
+    (["--format", "md,html"], "--format takes a comma-separated subset of md,pdf, not 'md,html'."),
+    (["--experiment", "mixed", "--run", "x"], "Pass either --experiment or --run, not both."),
+])
+def test_bad_input_is_one_sentence_and_exit_code_1_or_2(store, tmp_path, arguments, message):
+    result = report("--output-dir", str(store["output_dir"]), "--out", str(tmp_path / "r"), *arguments)
+    assert result.exit_code in (1, 2)
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_child_run_id_passed_as_parent_names_the_parent(store, tmp_path):
+    child_id = store["ids"]["cpu"]
+    parent_id = store["client"].get_run(child_id).data.tags["mlflow.parentRunId"]
+    result = report("--output-dir", str(store["output_dir"]), "--run", child_id, "--out", str(tmp_path / "r"))
+    assert result.exit_code == 1
+    assert f"is not an ssl-bench parent run; its parent is {parent_id}." in result.output
+
+
+def test_a_missing_store_is_reported_without_creating_one(tmp_path):
+    result = report("--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 1
+    assert f"No MLflow store at {tmp_path / 'runs' / 'mlflow.db'}; run `bench run` first" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_out_folder_with_other_files_is_left_alone(store, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    result = report("--output-dir", str(store["output_dir"]), "--experiment", "paired", "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert "already holds files that `bench report` did not write" in result.output
+    assert (tmp_path / "notes.txt").read_text() == "mine"
