@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -11,12 +13,144 @@ def main() -> None:
 
 
 # --- bench run / bench worker / bench ui: owned by harness/runner.py, harness/worker.py, harness/ui.py
+@main.command("run")
+@click.option("--labels", required=True, metavar="N[,N...]",
+              help="Label counts, comma-separated, each a multiple of 10 (e.g. 40,250,4000).")
+@click.option("--impl", default="own", show_default=True, metavar="NAME[,NAME...]",
+              help="Implementations: own, torchssl (comma-separated).")
+@click.option("--seeds", default="0", show_default=True, metavar="S[,S...]",
+              help="Seeds, comma-separated; each seed draws its own label split and initialisation.")
+@click.option("--preset", default="paper", show_default=True, help="Configuration: paper, smoke, cpu.")
+@click.option("--iterations", type=int, default=None, help="Override the preset's number of training iterations.")
+@click.option("--eval-interval", type=int, default=None, help="Override the preset's evaluation interval (iterations).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when present, else CPU.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+              help="Folder holding cifar-10-batches-py (or that folder itself).")
+@click.option("--download", is_flag=True, help="Download CIFAR-10 into --data-dir when it is missing.")
+@click.option("--experiment", default="cifar10-fixmatch", show_default=True, help="MLflow experiment name.")
+@click.option("--tracking-uri", default=None, metavar="URI",
+              help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output-dir).")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="MLflow store (embedded), splits, checkpoints and logs.")
+@click.option("--max-parallel", type=int, default=None,
+              help="Runs at once (default: one per GPU when several are present, else 1).")
+def run_command(**options) -> None:
+    """Run the grid impl × labels × seeds, each run in its own process, tracked in MLflow.
+
+    Running the same command again skips finished runs and resumes unfinished ones from their
+    last checkpoint, in the same MLflow run.
+    """
+    from harness.runner import GridOptions, run_grid
+
+    raise SystemExit(run_grid(GridOptions(**options)))
+
+
+@main.command("worker", hidden=True)
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def worker_command(spec: Path) -> None:
+    """Execute one run from its spec file (what `bench run` starts for each run)."""
+    from harness.worker import main as worker_main
+
+    raise SystemExit(worker_main([str(spec)]))
+
+
+@main.command("ui")
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind; 127.0.0.1 keeps the UI on this machine.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="The --output-dir of `bench run` (its embedded MLflow store).")
+@click.option("--tracking-uri", default=None, metavar="URI", help="Serve this MLflow store instead.")
+def ui_command(port: int, host: str, output_dir: Path, tracking_uri: str | None) -> None:
+    """Open the MLflow UI on the runs' store; Ctrl-C stops it."""
+    from harness.ui import serve_ui
+
+    raise SystemExit(serve_ui(output_dir, tracking_uri, host, port))
+
 
 
 # --- bench vendor: owned by harness/vendor.py
+@main.group()
+def vendor() -> None:
+    """The pinned TorchSSL checkout that `--impl torchssl` runs (see vendor/torchssl.toml)."""
+
+
+@vendor.command("sync")
+@click.option("--source", metavar="URL|PATH", default=None,
+              help="Git URL or local clone/mirror to fetch from (default: the pin's URL).")
+def vendor_sync(source: str | None) -> None:
+    """Fetch TorchSSL at the pinned commit into the checkout folder and verify it."""
+    from harness import vendor as vendoring
+
+    try:
+        info = vendoring.sync_checkout(source)
+    except vendoring.VendorError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"TorchSSL {info.commit} checked out at {info.path} (clean, matches the pin).")
+
+
+@vendor.command("status")
+def vendor_status() -> None:
+    """Print the checkout's path, commit and cleanliness; exit 1 unless it is the pin, unmodified."""
+    from harness import vendor as vendoring
+
+    try:
+        pin = vendoring.read_pin()
+        info = vendoring.inspect_checkout()
+    except vendoring.VendorError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"path:   {info.path}")
+    click.echo(f"commit: {info.commit} ({'matches the pin' if info.commit == pin.commit else f'pin is {pin.commit}'})")
+    click.echo(f"tree:   {'clean' if info.clean else f'{len(info.changes)} local change(s)'}")
+    problem = vendoring.checkout_problem(info, pin)
+    if problem:
+        raise click.ClickException(problem)
+
 
 
 # --- bench report: owned by harness/report/
+@main.command("report")
+@click.option("--experiment", default=None, metavar="NAME",
+              help="MLflow experiment to report on [default: cifar10-fixmatch].")
+@click.option("--run", "parent_run_id", default=None, metavar="PARENT_ID",
+              help="Report on one parent run (one label count and preset) instead of a whole experiment.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Report folder [default: reports/<experiment>]; a previous report there is replaced.")
+@click.option("--format", "formats", default="md,pdf", show_default=True, metavar="md,pdf",
+              help="What to write: md (report.md + figures/), pdf (report.pdf), or both.")
+@click.option("--tracking-uri", default=None, metavar="URI",
+              help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output-dir).")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+              help="The --output-dir of `bench run` (its embedded MLflow store).")
+def report_command(experiment: str | None, parent_run_id: str | None, out: Path | None, formats: str,
+                   tracking_uri: str | None, output_dir: Path) -> None:
+    """Turn the runs in MLflow into a report: tables, figures, Markdown and PDF.
+
+    Runs still RUNNING, or FAILED/KILLED, are listed apart and never averaged in; runs of different
+    presets or training protocols get a section each and are never pooled.
+    """
+    from harness.report import ReportError, make_report, resolve_tracking_uri
+
+    if experiment and parent_run_id:
+        raise click.UsageError("Pass either --experiment or --run, not both.")
+    try:
+        outcome = make_report(
+            resolve_tracking_uri(tracking_uri, output_dir), experiment=experiment, parent_run_id=parent_run_id,
+            out_dir=out, formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
+        )
+    except ReportError as error:
+        raise click.ClickException(str(error)) from None
+    unfinished = sum(outcome.unfinished_runs.values())
+    click.echo(f"{outcome.finished_runs} finished run(s) in {len(outcome.sections)} section(s): "
+               f"{'; '.join(title.replace('`', '') for title in outcome.sections) or 'none'}.")
+    if unfinished:
+        statuses = ", ".join(f"{count} {status}" for status, count in sorted(outcome.unfinished_runs.items()))
+        click.echo(f"{unfinished} unfinished run(s) ({statuses}) listed apart, not averaged in.")
+    if outcome.markdown:
+        click.echo(f"Markdown: {outcome.markdown} ({len(outcome.figures)} figures in {outcome.out_dir / 'figures'})")
+    if outcome.pdf:
+        click.echo(f"PDF:      {outcome.pdf} ({outcome.pdf_pages} pages)")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,430 @@
+"""Everything a run records in MLflow, and where the MLflow store is.
+
+The layout (read back by harness/report):
+- one experiment (default "cifar10-fixmatch"); embedded store `sqlite:///<output_dir>/mlflow.db`
+  with artifacts under `<output_dir>/artifacts`; `MLFLOW_TRACKING_URI` or `--tracking-uri` overrides;
+- one PARENT run per (label count, preset): name "labels=40 · smoke", tags `ssl_bench.role=parent`,
+  `labels`, `preset`;
+- one CHILD run per (impl, labels, seed) under its parent: name "own · labels=40 · seed=0", tags
+  `ssl_bench.role=child`, `impl`, `labels`, `seed`, `split_digest`, `preset`, `run_key`, `data_identity`,
+  `data_official`, `git_commit`, `git_dirty` (+ `torchssl_commit`, `torchssl_tree_clean`); params = the
+  resolved TrainConfig + `labels`; metrics under the interface.py names with step = iteration; artifacts
+  `confusion_matrix/step_<iteration:08d>.json`, `confusion_matrix/final.png`, `split/labeled_indices.npy`,
+  `split/split.json`, `environment.json`; the split as a dataset input whose digest is the split digest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import urllib.parse
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag, ViewType
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
+
+DEFAULT_EXPERIMENT = "cifar10-fixmatch"
+STORE_FILE = "mlflow.db"
+ARTIFACTS_FOLDER = "artifacts"
+
+ROLE_TAG = "ssl_bench.role"
+ERROR_TAG = "ssl_bench.error"  # why a run ended FAILED or KILLED; removed when it finishes
+PARENT, CHILD = "parent", "child"
+
+# System metrics (CPU/RAM/disk/network, GPU when present): sampled every 10 s, logged as the
+# mean of 6 samples, so a week-long run adds ~10k points per metric rather than one per second.
+SYSTEM_METRICS_SAMPLING_SECONDS = 10
+SYSTEM_METRICS_SAMPLES_PER_LOG = 6
+
+ENVIRONMENT_PACKAGES = {"torch": "torch", "torchvision": "torchvision", "pillow": "Pillow", "numpy": "numpy",
+                        "mlflow": "mlflow"}
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one sentence for the user."""
+
+
+# --- where the store is ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    tracking_uri: str
+    artifact_root: str | None  # artifact location of experiments we create; None: the store decides
+    embedded: bool  # the sqlite database under the output dir (no server involved)
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+    @property
+    def is_server(self) -> bool:
+        return urllib.parse.urlparse(self.tracking_uri).scheme in ("http", "https")
+
+
+def resolve_store(output_dir: Path | str, tracking_uri: str | None = None) -> TrackingStore:
+    """`tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded sqlite store under `output_dir`."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if uri:
+        return TrackingStore(tracking_uri=uri, artifact_root=None, embedded=False)
+    output_dir = Path(output_dir).resolve()
+    return TrackingStore(
+        tracking_uri=f"sqlite:///{output_dir / STORE_FILE}",
+        artifact_root=(output_dir / ARTIFACTS_FOLDER).as_uri(),
+        embedded=True,
+    )
+
+
+def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
+    """Fail fast, in one sentence, when the store cannot be reached (MLflow's own client would retry
+    an unreachable server for minutes)."""
+    if store.embedded:
+        return
+    if store.is_server:
+        import requests
+
+        url = store.tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+        try:
+            response = requests.get(url, params={"max_results": 1}, timeout=timeout_seconds)
+        except requests.RequestException as error:
+            reason = type(error).__name__ if not str(error) else _first_line(error)
+            raise TrackingError(f"The MLflow tracking server at {store.tracking_uri} is not reachable ({reason}).") from None
+        if response.status_code in (401, 403):
+            raise TrackingError(f"The MLflow tracking server at {store.tracking_uri} refused access "
+                                f"(HTTP {response.status_code}); set MLFLOW_TRACKING_TOKEN or "
+                                "MLFLOW_TRACKING_USERNAME/PASSWORD.")
+        if response.status_code != 200:
+            raise TrackingError(f"{store.tracking_uri} does not answer as an MLflow tracking server "
+                                f"(HTTP {response.status_code} from {url}).")
+        return
+    try:
+        store.client().search_experiments(max_results=1)
+    except Exception as error:  # any store backend may fail in its own way
+        raise TrackingError(f"The MLflow tracking store {store.tracking_uri} cannot be opened ({_first_line(error)}).") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+# --- experiment, parent and child runs ------------------------------------------------------------------
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = f"{artifact_root.rstrip('/')}/{safe_folder_name(name)}" if artifact_root else None
+        return client.create_experiment(name, artifact_location=location)
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(f"The experiment '{name}' is deleted in {client.tracking_uri}; restore it "
+                            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
+                            "or choose another --experiment.")
+    return experiment.experiment_id
+
+
+def safe_folder_name(name: str) -> str:
+    return "".join(character if character.isalnum() or character in "-_." else "_" for character in name)
+
+
+def search_runs_by_tags(client: MlflowClient, experiment_id: str, tags: Mapping[str, object]) -> list[Run]:
+    """Active runs of the experiment whose tags have exactly these values (newest first)."""
+    clauses = [f"tags.`{key}` = '{_quote(value)}'" for key, value in tags.items()]
+    runs: list[Run] = []
+    page_token = None
+    while True:
+        page = client.search_runs([experiment_id], " and ".join(clauses), run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=1000, order_by=["attributes.start_time DESC"], page_token=page_token)
+        runs.extend(page)
+        page_token = page.token
+        if not page_token:
+            return runs
+
+
+def _quote(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def parent_run_name(labels: int, preset: str) -> str:
+    return f"labels={labels} · {preset}"
+
+
+def child_run_name(impl: str, labels: int, seed: int) -> str:
+    return f"{impl} · labels={labels} · seed={seed}"
+
+
+def find_or_create_parent_run(client: MlflowClient, experiment_id: str, labels: int, preset: str) -> str:
+    """The parent run of (labels, preset): found again by its tags on every later `bench run`."""
+    tags = {ROLE_TAG: PARENT, "labels": labels, "preset": preset}
+    found = search_runs_by_tags(client, experiment_id, tags)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, tags={key: str(value) for key, value in tags.items()},
+                            run_name=parent_run_name(labels, preset))
+    return run.info.run_id
+
+
+def find_child_run(client: MlflowClient, experiment_id: str, run_key: str) -> Run | None:
+    found = search_runs_by_tags(client, experiment_id, {ROLE_TAG: CHILD, "run_key": run_key})
+    finished = [run for run in found if run.info.status == "FINISHED"]
+    return (finished or found or [None])[0]
+
+
+def create_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, run_name: str,
+                     tags: Mapping[str, object]) -> str:
+    """A child run, SCHEDULED until its worker starts it (so the UI shows the whole grid at once)."""
+    all_tags = {ROLE_TAG: CHILD, MLFLOW_PARENT_RUN_ID: parent_run_id, **tags}
+    run = client.create_run(experiment_id, tags={key: str(value) for key, value in all_tags.items()},
+                            run_name=run_name)
+    client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.SCHEDULED))
+    return run.info.run_id
+
+
+def record_error(client: MlflowClient, run_id: str, status: str, message: str) -> None:
+    """Say why a run ends FAILED/KILLED: a tag (searchable) and the run's note (shown in the UI)."""
+    log_tags(client, run_id, {ERROR_TAG: message[:5000], MLFLOW_RUN_NOTE: f"**{status}**: {message}"})
+
+
+def end_run_with_error(client: MlflowClient, run_id: str, status: str, message: str) -> None:
+    record_error(client, run_id, status, message)
+    client.set_terminated(run_id, status)
+
+
+def clear_error(client: MlflowClient, run: Run) -> None:
+    """A resumed run starts without the error of its previous attempt."""
+    for key in (ERROR_TAG, MLFLOW_RUN_NOTE):
+        if key in run.data.tags:
+            client.delete_tag(run.info.run_id, key)
+
+
+def log_params(client: MlflowClient, run_id: str, params: Mapping[str, object]) -> None:
+    """Params (immutable in MLflow: logging the same value again on resume is a no-op)."""
+    entries = [Param(key, _param_text(value)) for key, value in params.items()]
+    for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, params=chunk)
+
+
+def log_params_once(client: MlflowClient, run_id: str, params: Mapping[str, object]) -> None:
+    """Params not yet in the run. A resumed run keeps the values it started with: the run key covers
+    every hyper-parameter except `device`, so a resume may differ only in where it executes, which is
+    then recorded as the tag `resumed_with.<param>`."""
+    logged = client.get_run(run_id).data.params
+    log_params(client, run_id, {key: value for key, value in params.items() if key not in logged})
+    log_tags(client, run_id, {f"resumed_with.{key}": _param_text(value) for key, value in params.items()
+                              if key in logged and logged[key] != _param_text(value)})
+
+
+def log_tags(client: MlflowClient, run_id: str, tags: Mapping[str, object]) -> None:
+    entries = [RunTag(key, str(value)) for key, value in tags.items()]
+    for chunk in _chunks(entries, MAX_PARAMS_TAGS_PER_BATCH):
+        client.log_batch(run_id, tags=chunk)
+
+
+def _param_text(value: object) -> str:
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# --- the metrics sink -----------------------------------------------------------------------------------
+
+
+def highest_logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """For each metric key of the run, the highest step already in the store."""
+    run = client.get_run(run_id)
+    # `run.data` holds, per key, the latest value, i.e. the one at the highest step; reading its step
+    # costs one query, where get_metric_history would load every point of every key.
+    metric_objects = getattr(run.data, "_metric_objs", None)
+    if metric_objects is not None:
+        return {metric.key: metric.step for metric in metric_objects}
+    return {key: max(point.step for point in client.get_metric_history(run_id, key)) for key in run.data.metrics}
+
+
+class MlflowMetricsSink:
+    """The `MetricsSink` the harness gives an implementation: each `log_metrics` call is one
+    `log_batch` write (implementations call it at their logging interval, never per step).
+
+    A resumed run replays the iterations between its last checkpoint and the moment it was stopped;
+    what it had logged then is still in the store. The sink learns the highest step of every key when
+    it opens and drops anything at or below it, so no (key, step) is ever logged twice.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str, class_names: tuple[str, ...],
+                 on_log: Callable[[Mapping[str, float], int], None] | None = None):
+        self.client = client
+        self.run_id = run_id
+        self.class_names = tuple(class_names)
+        self.on_log = on_log
+        self._highest_step = highest_logged_steps(client, run_id)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        step = int(step)
+        timestamp = int(time.time() * 1000)
+        fresh = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()
+                 if step > self._highest_step.get(key, -1)]
+        for chunk in _chunks(fresh, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+        for metric in fresh:
+            self._highest_step[metric.key] = step
+        if self.on_log is not None:
+            self.on_log(metrics, step)
+
+    def log_confusion_matrix(self, matrix: np.ndarray, step: int) -> None:
+        """`confusion_matrix/step_<iteration:08d>.json`; rewriting a replayed step writes the same file."""
+        document = {"step": int(step), "class_names": list(self.class_names),
+                    "matrix": np.asarray(matrix).astype(int).tolist()}
+        self.client.log_text(self.run_id, json.dumps(document), confusion_matrix_artifact(step))
+
+
+def confusion_matrix_artifact(step: int) -> str:
+    return f"confusion_matrix/step_{int(step):08d}.json"
+
+
+def log_confusion_matrix_figure(client: MlflowClient, run_id: str, matrix: np.ndarray,
+                                class_names: tuple[str, ...], title: str) -> None:
+    """The final confusion matrix as `confusion_matrix/final.png` (row-normalised colours, counts written)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix)
+    row_totals = matrix.sum(axis=1, keepdims=True)
+    rates = np.divide(matrix, row_totals, out=np.zeros(matrix.shape, dtype=float), where=row_totals > 0)
+    figure, axes = plt.subplots(figsize=(7.5, 6.5), layout="constrained")
+    image = axes.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
+    for true_class in range(matrix.shape[0]):
+        for predicted_class in range(matrix.shape[1]):
+            axes.text(predicted_class, true_class, str(matrix[true_class, predicted_class]), ha="center",
+                      va="center", fontsize=8, color="white" if rates[true_class, predicted_class] > 0.5 else "black")
+    axes.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes, label="fraction of the true class")
+    try:
+        client.log_figure(run_id, figure, "confusion_matrix/final.png")
+    finally:
+        plt.close(figure)
+
+
+# --- the split ------------------------------------------------------------------------------------------
+
+
+# MLflow refuses dataset digests longer than 36 characters: the dataset input carries the first 36 hex
+# digits of the split digest (144 bits), and the full digest as its `split_digest` input tag.
+DATASET_DIGEST_LENGTH = 36
+
+
+def dataset_digest(split_digest: str) -> str:
+    return split_digest[:DATASET_DIGEST_LENGTH]
+
+
+def log_split(client: MlflowClient, run_id: str, split, split_path: Path | str) -> None:
+    """The split's files as `split/labeled_indices.npy` + `split/split.json`, and the split as the run's
+    "train" dataset input whose digest is the split digest (its first 36 hex digits, MLflow's limit).
+    Logged once per run (skipped on resume)."""
+    import mlflow
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    run = client.get_run(run_id)
+    if any(dataset_input.dataset.digest == dataset_digest(split.digest) for dataset_input in run.inputs.dataset_inputs):
+        return
+    stem = Path(split_path)
+    with tempfile.TemporaryDirectory() as folder:
+        shutil.copyfile(stem.with_name(stem.name + ".npy"), Path(folder) / "labeled_indices.npy")
+        shutil.copyfile(stem.with_name(stem.name + ".json"), Path(folder) / "split.json")
+        client.log_artifacts(run_id, folder, "split")
+    with warnings.catch_warnings():  # MLflow registers its local-file source twice and warns about it
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_numpy(
+            np.asarray(split.labeled_indices), source=str(stem.with_name(stem.name + ".npy").resolve()),
+            name=f"{split.dataset_identity} labeled split, {split.num_labels} labels, seed {split.seed}",
+            digest=dataset_digest(split.digest),
+        )
+    input_tags = [InputTag(MLFLOW_DATASET_CONTEXT, "train"), InputTag("split_digest", split.digest)]
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=input_tags)])
+
+
+# --- code version and environment -----------------------------------------------------------------------
+
+
+def git_info(path: Path | str | None = None) -> dict[str, str]:
+    """`git_commit` and `git_dirty` of the repository holding `path` (default: this project's source);
+    "unknown" for both when it is not a git checkout (e.g. installed from a wheel) or git is absent."""
+    path = Path(path) if path is not None else Path(__file__).resolve().parents[1]
+    try:
+        import git
+
+        repository = git.Repo(path, search_parent_directories=True)
+        return {"git_commit": repository.head.commit.hexsha,
+                "git_dirty": str(repository.is_dirty(untracked_files=False)).lower()}
+    except Exception:  # ImportError without a git binary, InvalidGitRepositoryError, ValueError without commits
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def environment_info(device: str = "auto") -> dict[str, object]:
+    """Versions of what computes the numbers, and the hardware they were computed on."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    resolved_device = ("cuda" if cuda else "cpu") if device == "auto" else device
+    info: dict[str, object] = {"python": platform.python_version()}
+    for key, distribution in ENVIRONMENT_PACKAGES.items():
+        try:
+            info[key] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            info[key] = "absent"
+    info.update({
+        "platform": platform.platform(),
+        "device": resolved_device,
+        "device_name": torch.cuda.get_device_name(0) if resolved_device.startswith("cuda") else _cpu_name(),
+        "cpu_count": os.cpu_count() or 0,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "cuda": torch.version.cuda or "none",
+    })
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def log_environment(client: MlflowClient, run_id: str, info: Mapping[str, object]) -> None:
+    """`environment.json` plus one `env.<name>` tag per entry (tags, not params: a resumed run may
+    continue on another machine, and the latest attempt's environment is what the tags show)."""
+    client.log_text(run_id, json.dumps(dict(info), indent=2), "environment.json")
+    log_tags(client, run_id, {f"env.{key}": value for key, value in info.items()})
+
+
+def configure_system_metrics() -> None:
+    """MLflow's system metrics at a rate that does not flood the store (see the constants above);
+    environment variables set by the user win."""
+    import mlflow
+
+    if "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_SAMPLING_SECONDS)
+    if "MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING" not in os.environ:
+        mlflow.set_system_metrics_samples_before_logging(SYSTEM_METRICS_SAMPLES_PER_LOG)
+

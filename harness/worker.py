@@ -1,0 +1,280 @@
+"""One run of the grid, in a process of its own: `python -m harness.worker <spec.json>`.
+
+The runner (harness/runner.py) writes a `RunSpec` into the run's work dir and starts this entry
+point; the same spec file could be shipped to a cluster node. The worker loads the data and the
+split, starts the run's MLflow run (already created by the runner, found again on resume), records
+code version, environment and split, trains through `load_implementation(impl).train`, and ends the
+run FINISHED, FAILED (an exception, e.g. a non-finite loss; the message is recorded) or KILLED
+(SIGINT/SIGTERM). The implementation checkpoints into the work dir and resumes from it.
+
+Progress goes to the runner as JSON lines on the worker's original stdout (one object per line,
+"event": started | progress | finished). Everything else the process prints, including the
+implementation's own output, goes to stderr, which the runner sends to `worker.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Mapping
+
+from implementations import interface as names
+from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig
+
+SPEC_FILE = "spec.json"
+LOG_FILE = "worker.log"
+
+LOCK_FILE = "worker.lock"
+
+EXIT_FINISHED, EXIT_FAILED, EXIT_KILLED, EXIT_BUSY = 0, 1, 3, 4
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a worker needs to execute one run; JSON on disk."""
+
+    impl: str
+    labels: int
+    seed: int
+    preset: str
+    run_key: str
+    run_name: str
+    config: dict  # TrainConfig.as_params()
+    data_dir: str
+    split_path: str  # LabelSplit.save() stem: <split_path>.npy + <split_path>.json
+    split_digest: str
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+    work_dir: str
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**self.config)
+
+    def save(self, path: Path | str) -> None:
+        path = Path(path)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: Path | str) -> "RunSpec":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGINT reached the worker: the run ends KILLED, its checkpoint kept."""
+
+
+class ProgressEvents:
+    """JSON lines to the runner."""
+
+    def __init__(self, stream: IO[str], total_iterations: int):
+        self.stream = stream
+        self.total_iterations = total_iterations
+        self.latest_top1: float | None = None
+        self.last_iteration = 0
+
+    def send(self, event: str, **fields) -> None:
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+            self.stream.flush()
+        except OSError:  # nobody listens any more (the runner is gone): the run itself goes on
+            self.stream = None
+
+    def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.last_iteration = int(step)
+        if names.EVAL_TOP1 in metrics:
+            self.latest_top1 = float(metrics[names.EVAL_TOP1])
+        self.send("progress", iteration=int(step), total=self.total_iterations, top1=self.latest_top1,
+                  evaluated=names.EVAL_TOP1 in metrics,
+                  iterations_per_second=_optional_float(metrics.get(names.TRAIN_ITERATIONS_PER_SECOND)))
+
+
+def _optional_float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m harness.worker <spec.json>", file=sys.stderr)
+        return 2
+    events_stream = _claim_stdout_for_events()
+    spec = RunSpec.load(argv[0])
+    return run_worker(spec, events_stream)
+
+
+def _claim_stdout_for_events() -> IO[str]:
+    """Keep the original stdout for progress events; point fd 1 (and sys.stdout) at stderr, so that
+    whatever else is printed, by us or by an implementation, cannot corrupt the event stream."""
+    sys.stdout.flush()
+    events = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return events
+
+
+def _raise_stopped(signal_number, _frame) -> None:
+    # Ignore further signals while the run is being ended, so the cleanup itself is not interrupted.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Stopped(signal.Signals(signal_number).name)
+
+
+def hold_run_lock(work_dir: Path | str):
+    """An open file holding an exclusive lock on the run's work dir, or None when another process (a
+    worker of another `bench run`) holds it. The lock goes with the process, however it ends."""
+    import fcntl
+
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    lock = open(Path(work_dir) / LOCK_FILE, "a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
+def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
+    lock = hold_run_lock(spec.work_dir)
+    if lock is None:
+        print(f"--- another process is running {spec.run_name} in {spec.work_dir}; leaving it alone",
+              file=sys.stderr, flush=True)
+        return EXIT_BUSY
+    started = time.monotonic()
+    config = spec.train_config()
+    events = ProgressEvents(events_stream, config.iterations)
+    print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", file=sys.stderr, flush=True)
+
+    import mlflow
+
+    from harness import tracking
+
+    mlflow.set_tracking_uri(spec.tracking_uri)
+    client = mlflow.MlflowClient(spec.tracking_uri)
+    status, message, result = "FAILED", "", None
+    run_started = False
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGINT, _raise_stopped)
+    try:
+        tracking.configure_system_metrics()
+        run = client.get_run(spec.run_id)
+        events.latest_top1 = run.data.metrics.get(names.EVAL_TOP1)  # a resumed run's last evaluation
+        tracking.clear_error(client, run)
+        mlflow.start_run(run_id=spec.run_id, log_system_metrics=True)
+        run_started = True
+        events.send("started", run_id=spec.run_id, pid=os.getpid())
+
+        inputs, split = _load_inputs(spec, config)
+        _record_run_facts(client, spec, config, inputs, split)
+        sink = tracking.MlflowMetricsSink(client, spec.run_id, inputs.data.class_names, on_log=events.on_metrics)
+
+        from implementations import load_implementation
+
+        result = load_implementation(spec.impl).train(inputs, sink)
+        _record_result(client, spec, inputs, sink, result)
+        status = "FINISHED"
+    except Stopped as stop:
+        status, message = "KILLED", f"stopped by {stop} after iteration {events.last_iteration}"
+    except NonFiniteLossError as error:
+        status, message = "FAILED", f"non-finite loss: {error}"
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        status, message = "FAILED", f"{type(error).__name__}: {error}"
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if status != "FINISHED":
+                tracking.record_error(client, spec.run_id, status, message)
+            if run_started:
+                mlflow.end_run(status)  # also stops the system metrics thread
+            else:
+                client.set_terminated(spec.run_id, status)
+        except Exception as error:  # the store itself failed: the runner marks the run from outside
+            print(f"--- could not end the MLflow run: {error}", file=sys.stderr, flush=True)
+        print(f"--- worker ended {status}{': ' + message if message else ''}", file=sys.stderr, flush=True)
+
+    finished = {"status": status, "message": message, "wall_seconds": time.monotonic() - started}
+    if result is not None:
+        finished.update(iterations=result.iterations, best_top1=result.best_top1,
+                        final_top1=result.final_metrics.get(names.EVAL_TOP1))
+    events.send("finished", **finished)
+    return {"FINISHED": EXIT_FINISHED, "FAILED": EXIT_FAILED}.get(status, EXIT_KILLED)
+
+
+def _load_inputs(spec: RunSpec, config: TrainConfig):
+    from harness.data import load_cifar10
+    from harness.splits import LabelSplit
+
+    data = load_cifar10(spec.data_dir)
+    split = LabelSplit.load(spec.split_path)
+    if split.digest != spec.split_digest:
+        raise RuntimeError(f"the split at {spec.split_path} has digest {split.digest}, but the run was "
+                           f"planned with {spec.split_digest}")
+    if split.dataset_identity != data.identity:
+        raise RuntimeError(f"the split at {spec.split_path} indexes {split.dataset_identity}, "
+                           f"but {spec.data_dir} holds {data.identity}")
+    work_dir = Path(spec.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    inputs = RunInputs(config=config, data=data, labeled_indices=split.labeled_indices,
+                       split_digest=split.digest, work_dir=work_dir)
+    return inputs, split
+
+
+def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInputs, split) -> None:
+    """Params, tags, split and environment: what the numbers of this run depend on."""
+    from harness import tracking
+
+    tracking.log_params_once(client, spec.run_id, {**config.as_params(), "labels": spec.labels})
+    tags: dict[str, object] = {
+        "data_identity": inputs.data.identity,
+        "data_official": str(inputs.data.official).lower(),
+        "data_dir": inputs.data.source_dir or spec.data_dir,
+        **tracking.git_info(),
+    }
+    if spec.impl == "torchssl":
+        tags.update(_torchssl_checkout_tags())
+    tracking.log_tags(client, spec.run_id, tags)
+    tracking.log_environment(client, spec.run_id, tracking.environment_info(config.device))
+    tracking.log_split(client, spec.run_id, split, spec.split_path)
+
+
+def _torchssl_checkout_tags() -> dict[str, str]:
+    """The TorchSSL commit this run executes, and whether its tree is unmodified (the runner refused to
+    start with anything but the clean pinned checkout; this records what the worker actually found)."""
+    from harness import vendor
+
+    checkout = vendor.inspect_checkout()
+    return {"torchssl_commit": checkout.commit, "torchssl_tree_clean": str(checkout.clean).lower()}
+
+
+def _record_result(client, spec: RunSpec, inputs: RunInputs, sink, result) -> None:
+    from harness import tracking
+
+    sink.log_metrics({"summary/best_top1": result.best_top1, "summary/best_iteration": result.best_iteration,
+                      "summary/iterations": result.iterations}, step=result.iterations)
+    if result.confusion_matrix is not None:
+        tracking.log_confusion_matrix_figure(client, spec.run_id, result.confusion_matrix, inputs.data.class_names,
+                                             title=f"{spec.run_name}, iteration {result.iterations}")
+    # Implementation facts: namespaced keys ("torchssl.lr") are the arguments it ran with -> params;
+    # plain keys ("device", "torchssl_commit") are facts about this execution -> tags.
+    params = {key: value for key, value in result.extra.items() if "." in key}
+    tags = {key: value for key, value in result.extra.items() if "." not in key}
+    tracking.log_params_once(client, spec.run_id, params)
+    tracking.log_tags(client, spec.run_id, tags)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

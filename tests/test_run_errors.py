@@ -1,0 +1,128 @@
+"""`bench run` refuses bad input before any work: one clear sentence, a non-zero exit, nothing written."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+from tests.fixtures_data import SUBSET_DIR
+
+USAGE_ERROR, ERROR = 2, 1
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+def bench_run(output_dir: Path, *arguments: str, env: dict | None = None):
+    defaults = {"--labels": "40", "--impl": "own", "--seeds": "0", "--preset": "smoke",
+                "--data-dir": str(SUBSET_DIR), "--device": "cpu"}
+    given = set(arguments[::2])
+    options = [item for key, value in defaults.items() if key not in given for item in (key, value)]
+    env = {"MLFLOW_TRACKING_URI": None, **(env or {})}
+    result = CliRunner().invoke(main, ["run", *options, *arguments, "--output-dir", str(output_dir)], env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert not output_dir.exists(), "bad input must be refused before anything is written"
+    return result
+
+
+def error_line(result) -> str:
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    return line.removeprefix("Error: ")
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_unknown_implementation(output_dir):
+    result = bench_run(output_dir, "--impl", "own,mixmatch")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result) == "Unknown implementation 'mixmatch' in --impl; choose from own, torchssl."
+
+
+def test_labels_not_divisible_by_the_number_of_classes(output_dir):
+    result = bench_run(output_dir, "--labels", "40,45")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result) == "--labels 45 is not divisible by the 10 classes (the labeled set is class-balanced)."
+
+
+def test_labels_larger_than_the_images_available_per_class(output_dir):
+    result = bench_run(output_dir, "--labels", "6000")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result).startswith("--labels 6000 needs 600 labeled images per class, but the data at ")
+    assert error_line(result).endswith("has only 527 of class 'dog'.")  # the subset's scarcest class
+
+
+def test_unknown_preset(output_dir):
+    result = bench_run(output_dir, "--preset", "huge")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result) == "Unknown preset 'huge'; choose from paper, smoke, cpu."
+
+
+@pytest.mark.parametrize("option", ["--labels", "--seeds", "--impl"])
+def test_empty_list(output_dir, option):
+    result = bench_run(output_dir, option, "")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result).startswith(f"{option} needs at least one ")
+
+
+@pytest.mark.parametrize("option, values, repeated", [("--labels", "40,250,40", "40"), ("--seeds", "0,1,1", "1"),
+                                                      ("--impl", "own,own", "own")])
+def test_duplicate_in_a_list(output_dir, option, values, repeated):
+    result = bench_run(output_dir, option, values)
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result) == f"{option} lists {repeated} more than once."
+
+
+def test_a_list_entry_that_is_not_a_number(output_dir):
+    result = bench_run(output_dir, "--seeds", "0,one")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result) == "--seeds takes whole numbers separated by commas; 'one' is not one."
+
+
+def test_unreachable_tracking_uri_fails_fast(output_dir):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    result = bench_run(output_dir, "--tracking-uri", uri)
+    assert result.exit_code == ERROR
+    assert error_line(result).startswith(f"The MLflow tracking server at {uri} is not reachable (")
+
+
+def test_unreachable_tracking_uri_from_the_environment(output_dir):
+    uri = f"http://127.0.0.1:{closed_port()}"
+    result = bench_run(output_dir, env={"MLFLOW_TRACKING_URI": uri})
+    assert result.exit_code == ERROR
+    assert f"The MLflow tracking server at {uri} is not reachable" in error_line(result)
+
+
+def test_missing_data_dir(output_dir, tmp_path):
+    missing = tmp_path / "no-cifar-here"
+    result = bench_run(output_dir, "--data-dir", str(missing))
+    assert result.exit_code == ERROR
+    assert error_line(result).startswith(f"CIFAR-10 was not found at {missing}")
+
+
+def test_torchssl_without_its_checkout_names_the_command_that_fetches_it(output_dir, tmp_path):
+    result = bench_run(output_dir, "--impl", "own,torchssl",
+                       env={"SSL_BENCH_TORCHSSL_DIR": str(tmp_path / "no-checkout")})
+    assert result.exit_code == ERROR
+    assert str(tmp_path / "no-checkout") in error_line(result)
+    assert "bench vendor sync" in error_line(result)
+
+
+def test_cuda_asked_for_on_a_machine_without_it(output_dir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = bench_run(output_dir, "--device", "cuda")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result) == "--device cuda was asked for, but PyTorch sees no CUDA device here; use --device cpu."

@@ -1,0 +1,155 @@
+"""harness/tracking.py against a real sqlite MLflow store in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import git
+import mlflow
+import numpy as np
+import pytest
+
+from harness import tracking
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> tracking.TrackingStore:
+    """One store for the module: creating an MLflow sqlite database takes seconds."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return tracking.resolve_store(tmp_path_factory.mktemp("store") / "runs")
+
+
+@pytest.fixture(scope="module")
+def client(store):
+    return store.client()
+
+
+@pytest.fixture
+def experiment_id(client, store, request) -> str:
+    """A fresh experiment per test, so parent/child look-ups see only that test's runs."""
+    return tracking.get_or_create_experiment(client, request.node.name, store.artifact_root)
+
+
+@pytest.fixture
+def run_id(client, experiment_id) -> str:
+    return client.create_run(experiment_id).info.run_id
+
+
+def steps(client, run_id: str, key: str) -> list[int]:
+    return [point.step for point in client.get_metric_history(run_id, key)]
+
+
+def test_the_embedded_store_is_sqlite_under_the_output_dir_with_artifacts_beside_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = tracking.resolve_store(tmp_path / "runs")
+    assert store.embedded
+    assert store.tracking_uri == f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"
+    assert store.artifact_root == (tmp_path / "runs" / "artifacts").as_uri()
+
+
+def test_mlflow_tracking_uri_overrides_the_embedded_store_and_the_option_overrides_both(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking.resolve_store(tmp_path).tracking_uri == "http://tracking.example:5000"
+    assert not tracking.resolve_store(tmp_path).embedded
+    assert tracking.resolve_store(tmp_path, "sqlite:////elsewhere.db").tracking_uri == "sqlite:////elsewhere.db"
+
+
+def test_experiments_keep_their_artifacts_under_the_output_dir(client, store):
+    experiment_id = tracking.get_or_create_experiment(client, "cifar10-fixmatch", store.artifact_root)
+    assert tracking.get_or_create_experiment(client, "cifar10-fixmatch", store.artifact_root) == experiment_id
+    location = client.get_experiment(experiment_id).artifact_location
+    assert location == f"{store.artifact_root}/cifar10-fixmatch"
+    assert store.artifact_root.endswith("/runs/artifacts")
+
+
+def test_an_unreachable_server_fails_within_seconds_in_one_sentence():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = tracking.resolve_store("unused", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(tracking.TrackingError) as raised:
+        tracking.check_reachable(store)
+    assert time.monotonic() - started < 10
+    message = str(raised.value)
+    assert message.startswith(f"The MLflow tracking server at http://127.0.0.1:{port} is not reachable (")
+    assert "\n" not in message
+
+
+def test_the_sink_logs_each_call_as_metrics_at_that_step(client, run_id):
+    sink = tracking.MlflowMetricsSink(client, run_id, ("a", "b"))
+    sink.log_metrics({"train/total_loss": 2.5, "train/lr": 0.03}, step=5)
+    sink.log_metrics({"train/total_loss": 2.0, "train/lr": 0.029}, step=10)
+    assert [(point.step, point.value) for point in client.get_metric_history(run_id, "train/total_loss")] == [
+        (5, 2.5), (10, 2.0)]
+
+
+def test_a_reopened_sink_never_logs_a_key_at_a_step_already_in_the_store(client, run_id):
+    first = tracking.MlflowMetricsSink(client, run_id, ("a",))
+    for step in (5, 10, 15):
+        first.log_metrics({"train/total_loss": float(step)}, step=step)
+    first.log_metrics({"eval/top1": 0.1}, step=10)
+    # A resumed attempt restarts from the checkpoint at 5 and replays 10 and 15 before going further.
+    resumed = tracking.MlflowMetricsSink(client, run_id, ("a",))
+    for step in (10, 15, 20):
+        resumed.log_metrics({"train/total_loss": 100.0 + step}, step=step)
+    resumed.log_metrics({"eval/top1": 0.2}, step=20)
+    assert [(point.step, point.value) for point in client.get_metric_history(run_id, "train/total_loss")] == [
+        (5, 5.0), (10, 10.0), (15, 15.0), (20, 120.0)]
+    assert steps(client, run_id, "eval/top1") == [10, 20]
+
+
+def test_the_sink_splits_writes_at_mlflows_batch_limit(client, run_id):
+    sink = tracking.MlflowMetricsSink(client, run_id, ("a",))
+    metrics = {f"eval/class_accuracy/class_{index:04d}": index / 2500 for index in range(2500)}
+    sink.log_metrics(metrics, step=7)
+    assert client.get_run(run_id).data.metrics == metrics
+
+
+def test_the_sink_reports_every_call_to_its_listener(client, run_id):
+    heard = []
+    sink = tracking.MlflowMetricsSink(client, run_id, ("a",), on_log=lambda metrics, step: heard.append((step, dict(metrics))))
+    sink.log_metrics({"eval/top1": 0.5}, step=20)
+    assert heard == [(20, {"eval/top1": 0.5})]
+
+
+def test_each_confusion_matrix_is_a_json_artifact_named_by_its_iteration(client, run_id):
+    sink = tracking.MlflowMetricsSink(client, run_id, ("cat", "dog"))
+    sink.log_confusion_matrix(np.array([[3, 1], [0, 4]]), step=250)
+    uri = f"{client.get_run(run_id).info.artifact_uri}/confusion_matrix/step_00000250.json"
+    assert json.loads(mlflow.artifacts.load_text(uri)) == {"step": 250, "class_names": ["cat", "dog"],
+                                                           "matrix": [[3, 1], [0, 4]]}
+
+
+def test_the_parent_run_of_a_label_count_and_preset_is_found_again(client, experiment_id):
+    parent = tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke")
+    assert tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke") == parent
+    assert tracking.find_or_create_parent_run(client, experiment_id, 250, "smoke") != parent
+    assert client.get_run(parent).info.run_name == "labels=40 · smoke"
+
+
+def test_a_child_run_is_scheduled_until_its_worker_starts_and_found_by_its_run_key(client, experiment_id):
+    parent = tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke")
+    run_id = tracking.create_child_run(client, experiment_id, parent, "own · labels=40 · seed=0",
+                                       {"impl": "own", "run_key": "own-40-0-smoke-abc"})
+    found = tracking.find_child_run(client, experiment_id, "own-40-0-smoke-abc")
+    assert found.info.run_id == run_id and found.info.status == "SCHEDULED"
+    assert found.data.tags["mlflow.parentRunId"] == parent
+    assert tracking.find_child_run(client, experiment_id, "own-40-1-smoke-abc") is None
+
+
+def test_git_info_gives_the_commit_and_whether_tracked_files_changed(tmp_path):
+    repository = git.Repo.init(tmp_path)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    repository.index.add(["code.py"])
+    commit = repository.index.commit("first", author=git.Actor("t", "t@t"), committer=git.Actor("t", "t@t"))
+    assert tracking.git_info(tmp_path) == {"git_commit": commit.hexsha, "git_dirty": "false"}
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert tracking.git_info(tmp_path) == {"git_commit": commit.hexsha, "git_dirty": "true"}
+
+
+def test_git_info_outside_a_repository_says_unknown(tmp_path):
+    assert tracking.git_info(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}

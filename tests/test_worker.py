@@ -1,0 +1,83 @@
+"""`python -m harness.worker <spec.json>`: how a run ends in MLflow when training cannot go on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness import tracking
+from harness.data import load_cifar10
+from harness.presets import PRESETS
+from harness.splits import draw_split
+from harness.worker import EXIT_FAILED, RunSpec
+from tests.fixtures_data import SUBSET_DIR
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        return tracking.resolve_store(tmp_path_factory.mktemp("worker") / "runs")
+
+
+@pytest.fixture(scope="module")
+def split_path(store, tmp_path_factory) -> Path:
+    data = load_cifar10(SUBSET_DIR)
+    path = tmp_path_factory.mktemp("splits") / "labels40-seed0"
+    draw_split(data.train_labels, 40, 0, data.num_classes, data.identity).save(path)
+    return path
+
+
+def planned_run(store, split_path: Path, tmp_path: Path, data_dir: Path = SUBSET_DIR, **config_changes) -> RunSpec:
+    client = store.client()
+    experiment_id = tracking.get_or_create_experiment(client, "worker-tests", store.artifact_root)
+    parent = tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke")
+    run_id = tracking.create_child_run(client, experiment_id, parent, "own · labels=40 · seed=0", {"impl": "own"})
+    from harness.splits import LabelSplit
+
+    config = PRESETS["smoke"].replace(device="cpu", **config_changes)
+    spec = RunSpec(impl="own", labels=40, seed=0, preset="smoke", run_key=f"test-{run_id}", run_name="own · labels=40 · seed=0",
+                   config=config.as_params(), data_dir=str(data_dir), split_path=str(split_path),
+                   split_digest=LabelSplit.load(split_path).digest, tracking_uri=store.tracking_uri,
+                   experiment_id=experiment_id, run_id=run_id, work_dir=str(tmp_path / "work"))
+    spec.save(tmp_path / "spec.json")
+    return spec
+
+
+def run_worker(spec_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.worker", str(spec_path)], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_ends_the_run_failed_with_a_clear_message(store, split_path, tmp_path):
+    spec = planned_run(store, split_path, tmp_path, learning_rate=1e30, iterations=20)
+    worker = run_worker(tmp_path / "spec.json")
+    assert worker.returncode == EXIT_FAILED, worker.stderr
+    run = store.client().get_run(spec.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tracking.ERROR_TAG].startswith("non-finite loss: the training loss became NaN or infinite")
+    assert "Traceback" not in worker.stderr  # an expected end of a run, not a crash
+
+
+def test_a_worker_that_raises_ends_the_run_failed_with_the_error_recorded(store, split_path, tmp_path):
+    spec = planned_run(store, split_path, tmp_path, data_dir=tmp_path / "data-gone")
+    worker = run_worker(tmp_path / "spec.json")
+    assert worker.returncode == EXIT_FAILED
+    run = store.client().get_run(spec.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[tracking.ERROR_TAG].startswith(f"DataError: CIFAR-10 was not found at {tmp_path / 'data-gone'}")
+    assert "FAILED" in run.data.tags["mlflow.note.content"]
+
+
+def test_worker_progress_events_are_the_only_thing_on_its_stdout(store, split_path, tmp_path):
+    planned_run(store, split_path, tmp_path, data_dir=tmp_path / "data-gone")
+    worker = run_worker(tmp_path / "spec.json")
+    import json
+
+    events = [json.loads(line) for line in worker.stdout.splitlines()]
+    assert [event["event"] for event in events] == ["started", "finished"]
+    assert events[-1]["status"] == "FAILED"
