@@ -175,17 +175,22 @@ def plan_grid(options: GridOptions) -> GridPlan:
         raise click.ClickException(_sentence(error)) from None
     splits = _draw_splits(data, Path(options.data_dir), label_counts, seeds)
 
-    if "torchssl" in impls:
-        _check_torchssl_checkout()
-
     runs = []
     for labels in label_counts:
         for seed in seeds:
             config = resolve_preset(options.preset, iterations=options.iterations,
                                     eval_interval=options.eval_interval, device=options.device, seed=seed)
             split = splits[labels, seed]
+            if "torchssl" in impls:
+                from implementations.torchssl.adapter import unsupported_reason
+
+                reason = unsupported_reason(config, labels, data.num_classes)
+                if reason:
+                    raise click.UsageError(reason)
             for impl in impls:
                 runs.append(PlannedRun(impl, labels, seed, config, split, run_key(impl, labels, seed, config, split.digest)))
+    if "torchssl" in impls:
+        _check_torchssl_checkout()
     return GridPlan(options=options, runs=tuple(runs), data=data, store=store,
                     output_dir=Path(options.output_dir).resolve(), data_dir=Path(options.data_dir).resolve(),
                     max_parallel=max_parallel, gpu_ids=gpu_ids)

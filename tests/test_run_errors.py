@@ -126,3 +126,9 @@ def test_cuda_asked_for_on_a_machine_without_it(output_dir):
     result = bench_run(output_dir, "--device", "cuda")
     assert result.exit_code == USAGE_ERROR
     assert error_line(result) == "--device cuda was asked for, but PyTorch sees no CUDA device here; use --device cpu."
+
+
+def test_torchssl_with_ten_labels_is_refused_because_it_would_ignore_our_split(output_dir):
+    result = bench_run(output_dir, "--impl", "own,torchssl", "--labels", "10")
+    assert result.exit_code == USAGE_ERROR
+    assert "fixed index table" in error_line(result)
