@@ -35,6 +35,12 @@ def main() -> None:
               help="MLflow store (embedded), splits, checkpoints and logs.")
 @click.option("--max-parallel", type=int, default=None,
               help="Runs at once (default: one per GPU when several are present, else 1).")
+@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
+              help="Autocast precision of own runs (default: the preset's, bf16; fp16 + GradScaler where a GPU lacks bf16).")
+@click.option("--channels-last/--no-channels-last", default=None, help="channels_last memory format (own).")
+@click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model (own; slow first call).")
+@click.option("--augmentation", type=click.Choice(["batched", "pil"]), default=None,
+              help="batched: on-device batch augmentation (default); pil: the per-image PIL reference (own).")
 def run_command(**options) -> None:
     """Run the grid impl × labels × seeds, each run in its own process, tracked in MLflow.
 

@@ -58,6 +58,11 @@ class GridOptions:
     tracking_uri: str | None = None
     output_dir: Path = Path("runs")
     max_parallel: int | None = None
+    # Speed knobs of the own implementation; None keeps the preset's value (see TrainConfig).
+    precision: str | None = None
+    channels_last: bool | None = None
+    compile: bool | None = None
+    augmentation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,9 @@ def plan_grid(options: GridOptions) -> GridPlan:
     for labels in label_counts:
         for seed in seeds:
             config = resolve_preset(options.preset, iterations=options.iterations,
-                                    eval_interval=options.eval_interval, device=options.device, seed=seed)
+                                    eval_interval=options.eval_interval, device=options.device, seed=seed,
+                                    precision=options.precision, channels_last=options.channels_last,
+                                    compile=options.compile, augmentation=options.augmentation)
             split = splits[labels, seed]
             if "torchssl" in impls:
                 from implementations.torchssl.adapter import unsupported_reason
