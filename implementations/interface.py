@@ -38,6 +38,32 @@ TRAIN_DATA_WAIT_SECONDS = "train/data_wait_seconds_per_iteration"
 Precision = Literal["fp32", "bf16", "fp16"]
 
 
+def training_signal_metrics(
+    sums: tuple[float, float, float, float, float, float],
+    iterations: int,
+    learning_rate: float,
+    training_seconds: float,
+    data_wait_seconds: float,
+) -> dict[str, float]:
+    """The training signals of a log window, from its sums over `iterations` iterations:
+    (supervised loss, unsupervised loss, total loss, kept pseudo-labels, unlabeled images, correct kept)."""
+    supervised, unsupervised, total, kept, unlabeled, correct = sums
+    n = max(iterations, 1)
+    metrics = {
+        TRAIN_SUPERVISED_LOSS: supervised / n,
+        TRAIN_UNSUPERVISED_LOSS: unsupervised / n,
+        TRAIN_TOTAL_LOSS: total / n,
+        TRAIN_LR: learning_rate,
+        TRAIN_ITERATIONS_PER_SECOND: iterations / training_seconds if training_seconds > 0 else 0.0,
+        TRAIN_DATA_WAIT_SECONDS: data_wait_seconds / n,
+    }
+    if unlabeled:
+        metrics[TRAIN_MASK_RATE] = kept / unlabeled
+    if kept:
+        metrics[TRAIN_PSEUDO_LABEL_ACCURACY] = correct / kept
+    return metrics
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every hyper-parameter of a run, resolved once and logged whole. Defaults are the paper's."""

@@ -12,7 +12,13 @@ from pathlib import Path
 import torch
 
 from implementations import interface as names
-from implementations.interface import MetricsSink, NonFiniteLossError, RunInputs, RunResult
+from implementations.interface import (
+    MetricsSink,
+    NonFiniteLossError,
+    RunInputs,
+    RunResult,
+    training_signal_metrics,
+)
 from implementations.own.batches import Batch, TrainingBatches
 from implementations.own.evaluate import classification_metrics
 from implementations.own.fixmatch import (
@@ -46,24 +52,25 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 class TrainingSignals:
     """Sums of the per-iteration training signals, kept on the device between log intervals."""
 
-    # supervised, unsupervised, total loss; kept pseudo-labels; unlabeled images; correct kept pseudo-labels
-    SIZE = 6
+    # supervised, unsupervised, total loss; kept pseudo-labels; correct kept pseudo-labels
+    SIZE = 5
 
     def __init__(self, device: torch.device):
         self.sums = torch.zeros(self.SIZE, dtype=torch.float64, device=device)
+        self.unlabeled_images = 0
         self.iterations = 0
         self.data_wait_seconds = 0.0
         self.started = time.perf_counter()
 
     def add(self, loss, unlabeled_true_labels: torch.Tensor | None) -> None:
         if unlabeled_true_labels is None:
-            kept = correct = unlabeled = torch.zeros((), device=self.sums.device)
+            kept = correct = torch.zeros((), device=self.sums.device)
         else:
             kept = loss.mask.sum()
             correct = (loss.mask * (loss.pseudo_labels == unlabeled_true_labels)).sum()
-            unlabeled = torch.tensor(float(len(unlabeled_true_labels)), device=self.sums.device)
+            self.unlabeled_images += len(unlabeled_true_labels)
         self.sums += torch.stack([loss.supervised.detach(), loss.unsupervised.detach(), loss.total.detach(),
-                                  kept, unlabeled, correct]).double()
+                                  kept, correct]).double()
         self.iterations += 1
 
     @contextlib.contextmanager
@@ -75,24 +82,15 @@ class TrainingSignals:
 
     def summarise(self, learning_rate: float) -> dict[str, float]:
         """The means since the last summary (one host synchronisation), then start afresh."""
-        supervised, unsupervised, total, kept, unlabeled, correct = self.sums.tolist()
+        supervised, unsupervised, total, kept, correct = self.sums.tolist()
         if not math.isfinite(total):
             raise NonFiniteLossError("the training loss became NaN or infinite; the run is stopped")
-        elapsed = time.perf_counter() - self.started
-        n = max(self.iterations, 1)
-        metrics = {
-            names.TRAIN_SUPERVISED_LOSS: supervised / n,
-            names.TRAIN_UNSUPERVISED_LOSS: unsupervised / n,
-            names.TRAIN_TOTAL_LOSS: total / n,
-            names.TRAIN_LR: learning_rate,
-            names.TRAIN_ITERATIONS_PER_SECOND: self.iterations / elapsed if elapsed > 0 else 0.0,
-            names.TRAIN_DATA_WAIT_SECONDS: self.data_wait_seconds / n,
-        }
-        if unlabeled:
-            metrics[names.TRAIN_MASK_RATE] = kept / unlabeled
-        if kept:
-            metrics[names.TRAIN_PSEUDO_LABEL_ACCURACY] = correct / kept
+        metrics = training_signal_metrics(
+            (supervised, unsupervised, total, kept, self.unlabeled_images, correct),
+            self.iterations, learning_rate, time.perf_counter() - self.started, self.data_wait_seconds,
+        )
         self.sums.zero_()
+        self.unlabeled_images = 0
         self.iterations = 0
         self.data_wait_seconds = 0.0
         self.started = time.perf_counter()

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from implementations import interface as names
+from implementations.interface import training_signal_metrics
 
 EVAL_NAMES = {
     "eval/top-1-acc": names.EVAL_TOP1,
@@ -103,20 +104,8 @@ class TrainingWindow:
 
     def summarise(self) -> dict[str, float]:
         """The means since the last summary (one host synchronisation), then start afresh."""
-        supervised, unsupervised, total, kept, unlabeled, correct = self.sums.tolist()
-        n = max(self.iterations, 1)
-        metrics = {
-            names.TRAIN_SUPERVISED_LOSS: supervised / n,
-            names.TRAIN_UNSUPERVISED_LOSS: unsupervised / n,
-            names.TRAIN_TOTAL_LOSS: total / n,
-            names.TRAIN_LR: self.learning_rate,
-            names.TRAIN_ITERATIONS_PER_SECOND: self.iterations / self.training_seconds if self.training_seconds > 0 else 0.0,
-            names.TRAIN_DATA_WAIT_SECONDS: self.data_wait_seconds / n,
-        }
-        if unlabeled:
-            metrics[names.TRAIN_MASK_RATE] = kept / unlabeled
-        if kept:
-            metrics[names.TRAIN_PSEUDO_LABEL_ACCURACY] = correct / kept
+        metrics = training_signal_metrics(self.sums.tolist(), self.iterations, self.learning_rate,
+                                          self.training_seconds, self.data_wait_seconds)
         self.sums.zero_()
         self.iterations = 0
         self.data_wait_seconds = 0.0
