@@ -107,14 +107,18 @@ class RunOutcome:
 # --- 1. plan: every check before any work ---------------------------------------------------------------
 
 
-def parse_int_list(text: str, option: str) -> tuple[int, ...]:
+def _split_list(text: str, option: str, noun: str, example: str) -> list[str]:
     items = [item.strip() for item in (text or "").split(",")]
     if not any(items):
-        raise click.UsageError(f"{option} needs at least one value, e.g. {option} 0,1,2.")
+        raise click.UsageError(f"{option} needs at least one {noun}, e.g. {option} {example}.")
     if "" in items:
-        raise click.UsageError(f"{option} has an empty entry in '{text}'; separate values with single commas.")
+        raise click.UsageError(f"{option} has an empty entry in '{text}'; separate {noun}s with single commas.")
+    return items
+
+
+def parse_int_list(text: str, option: str) -> tuple[int, ...]:
     values = []
-    for item in items:
+    for item in _split_list(text, option, "value", "0,1,2"):
         try:
             values.append(int(item))
         except ValueError:
@@ -124,11 +128,7 @@ def parse_int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 def parse_name_list(text: str, option: str) -> tuple[str, ...]:
-    items = [item.strip() for item in (text or "").split(",")]
-    if not any(items):
-        raise click.UsageError(f"{option} needs at least one name, e.g. {option} own,torchssl.")
-    if "" in items:
-        raise click.UsageError(f"{option} has an empty entry in '{text}'; separate names with single commas.")
+    items = _split_list(text, option, "name", "own,torchssl")
     _reject_duplicates(items, option)
     return tuple(items)
 
