@@ -53,7 +53,7 @@ def main() -> None:
     fast, reference = (top1[name] for name in VARIANTS)
     spread = max(statistics.stdev(fast), statistics.stdev(reference)) if len(seeds) > 1 else float("nan")
     difference = statistics.mean(fast) - statistics.mean(reference)
-    verdict = "within seed noise" if abs(difference) <= 2 * spread or difference >= 0 else "LOSS beyond seed noise"
+    verdict = "no loss beyond seed noise" if difference >= -2 * spread else "LOSS beyond seed noise (> 2 seed std)"
     print(f"setting: cpu preset (WRN-16-1, B=32, mu=3), {arguments.iterations} iterations, "
           f"{arguments.labels} labels, seeds {seeds}, CIFAR-10 subset ({len(fast)} runs each)")
     print(f"accuracy guard: fast default {statistics.mean(fast):.2f} % vs fp32/PIL {statistics.mean(reference):.2f} % "
