@@ -206,14 +206,14 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     original_sample = data_utils.sample_labeled_data
 
     @functools.wraps(original_sample)
-    def sample_labeled_data(*args, **kwargs):
+    def checked_sample_labeled_data(*args, **kwargs):
         result = original_sample(*args, **kwargs)
         used = np.asarray(result[2], dtype=np.int64)
         if not np.array_equal(used, bridge.expected_labeled):
             raise RuntimeError(f"TorchSSL took {len(used)} labeled indices that are not our split")
         return result
 
-    data_utils.sample_labeled_data = sample_labeled_data
+    data_utils.sample_labeled_data = checked_sample_labeled_data
 
     original_train = fixmatch_class.train
 

@@ -1,6 +1,6 @@
 """Let CUDA-only code run on the CPU: the `torch.cuda` calls TorchSSL's FixMatch makes become CPU no-ops.
 
-TorchSSL refuses to start without a GPU (`main_worker` raises "ONLY GPU TRAINING IS SUPPORTED") and
+TorchSSL refuses to start without a GPU (its `main_worker` stops with an "only GPU training" error) and
 moves everything with `.cuda(gpu)`. On a machine without one, the adapter's child process calls
 `pretend_cuda_on_cpu()` before it imports TorchSSL. What TorchSSL's FixMatch path touches, and what it
 gets here (commit f26e1d4; fixmatch.py, models/fixmatch/fixmatch.py):
