@@ -16,10 +16,7 @@ _SCHEMAS = {
 
 
 def _define_missing_ops() -> None:
-    missing = [name for name in _SCHEMAS if not torch._C._dispatch_has_kernel(f"torchvision::{name}")
-               and not hasattr(torch.ops.torchvision, name)]
-    if not missing:
-        return
+    missing = [name for name in _SCHEMAS if not hasattr(torch.ops.torchvision, name)]
     library = torch.library.Library("torchvision", "FRAGMENT")
     for name in missing:
         library.define(_SCHEMAS[name])
