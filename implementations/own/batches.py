@@ -46,30 +46,36 @@ class TrainingBatches:
         picks = torch.randint(len(self.labeled_indices), (config.labeled_batch_size,),
                               generator=self.generator, device=self.device)
         labeled = self.labeled_indices[picks]
-        labeled_images = self._augment(labeled, strong=False)
+        labeled_images = self._augment(self._gather(labeled), strong=False)
         if config.unlabeled_batch_size == 0:
             return Batch(labeled_images, self.train_labels[labeled], None, None, None)
         unlabeled = torch.randint(len(self.train_images), (config.unlabeled_batch_size,),
                                   generator=self.generator, device=self.device)
+        unlabeled_images = self._gather(unlabeled)  # once, for both views
         return Batch(
             labeled_images,
             self.train_labels[labeled],
-            self._augment(unlabeled, strong=False),
-            self._augment(unlabeled, strong=True),
+            self._augment(unlabeled_images, strong=False),
+            self._augment(unlabeled_images, strong=True),
             self.train_labels[unlabeled],
         )
 
-    def _augment(self, indices: torch.Tensor, strong: bool) -> torch.Tensor:
+    def _gather(self, indices: torch.Tensor) -> torch.Tensor | np.ndarray:
+        """uint8 images: NCHW on the device, or NHWC on the host for the PIL path."""
         if self.config.augmentation == "pil":
-            images = self._augment_per_image(indices, strong)
+            return self.host_images[indices.cpu().numpy()]
+        return self.train_images[indices]
+
+    def _augment(self, images: torch.Tensor | np.ndarray, strong: bool) -> torch.Tensor:
+        if self.config.augmentation == "pil":
+            images = self._augment_per_image(images, strong)
         elif strong:
-            images = augment_batched.strong_augment(self.train_images[indices], self.config.randaugment_ops, self.generator)
+            images = augment_batched.strong_augment(images, self.config.randaugment_ops, self.generator)
         else:
-            images = augment_batched.weak_augment(self.train_images[indices], self.generator)
+            images = augment_batched.weak_augment(images, self.generator)
         return augment_batched.normalize(images).contiguous(memory_format=self.memory_format)
 
-    def _augment_per_image(self, indices: torch.Tensor, strong: bool) -> torch.Tensor:
-        images = self.host_images[indices.cpu().numpy()]
+    def _augment_per_image(self, images: np.ndarray, strong: bool) -> torch.Tensor:
         if strong:
             images = augment.strong_augment_batch(images, self.config.randaugment_ops, self.pil_random)
         else:
