@@ -138,13 +138,13 @@ class OwnFixMatch:
         test_images = torch.from_numpy(run.data.test_images).to(device).permute(0, 3, 1, 2).contiguous()
         test_labels = torch.from_numpy(run.data.test_labels).to(device)
         signals = TrainingSignals(device)
+        model.train()  # evaluation uses the EMA copy, so the trained model never leaves train mode
 
         while state["iteration"] < config.iterations:
             waited_from = time.perf_counter()
             batch: Batch = batches.next()
             signals.data_wait_seconds += time.perf_counter() - waited_from
 
-            model.train()
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 if batch.weak_images is None:
                     loss = supervised_step(forward_model, batch.labeled_images, batch.labels)
