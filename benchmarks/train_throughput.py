@@ -8,6 +8,11 @@ the first (warm-up) window, excluding evaluation and checkpointing in both imple
     python benchmarks/train_throughput.py [--shape paper|cpu|smoke] [--iterations N]
 
 TorchSSL is skipped, with a message, when its checkout (`bench vendor sync`) is absent.
+
+It also prints the arithmetic floor of the shape on this machine: the FLOP of one iteration
+(convolutions and classifier, forward and backward, counted by torch's FlopCounterMode) over the
+best matrix-multiply rate measured here. No implementation of the same model and batch can run
+faster than that floor, so it bounds the ratio any implementation can reach against TorchSSL.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from common import KeepingSink, peak_rss_mib, subset_run_inputs
 
@@ -26,6 +35,8 @@ from harness.presets import resolve_preset
 from harness.vendor import VendorError, verify_checkout
 from implementations import interface as names
 from implementations import load_implementation
+from implementations.own.trainer import resolve_device
+from implementations.own.wide_resnet import WideResNet
 
 DEFAULT_ITERATIONS = {"paper": 5, "cpu": 40, "smoke": 60}
 
@@ -44,6 +55,35 @@ def measure_one(implementation: str, shape: str, iterations: int) -> dict:
     return {"seconds_per_iteration": statistics.median(1 / rate for rate in rates),
             "data_wait_seconds": statistics.median(waits) if waits else float("nan"),
             "peak_rss_mib": peak_rss_mib()}
+
+
+def flop_per_iteration(config) -> float:
+    """Convolution and classifier FLOP of one training iteration, forward and backward.
+
+    Counted on a small batch and scaled: the count is linear in the number of images."""
+    model = WideResNet(10, config.depth, config.widen_factor)
+    images_per_iteration = config.labeled_batch_size + 2 * config.unlabeled_batch_size
+    counted_images = 8
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(counted_images, 3, 32, 32)).sum().backward()
+    return counter.get_total_flops() * images_per_iteration / counted_images
+
+
+def best_matmul_flop_per_second(device: torch.device, size: int = 2048, repeats: int = 8) -> dict[str, float]:
+    """This machine's best measured square-matrix-multiply rate, per dtype."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        fastest = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            fastest = min(fastest, time.perf_counter() - started)
+        rates[str(dtype).replace("torch.", "")] = 2 * size**3 / fastest
+    return rates
 
 
 def main() -> None:
@@ -80,6 +120,15 @@ def main() -> None:
         print(f"{implementation:9s} {r['seconds_per_iteration']:8.3f} s/it  "
               f"({1 / r['seconds_per_iteration']:6.3f} it/s, data wait {r['data_wait_seconds']:.3f} s/it, "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB)", flush=True)
+
+    flop = flop_per_iteration(config)
+    rates = best_matmul_flop_per_second(resolve_device(config.device))
+    floor = flop / max(rates.values())
+    print(f"arithmetic floor: {flop / 1e12:.3f} TFLOP per iteration; best matmul here "
+          + ", ".join(f"{dtype} {rate / 1e9:.0f} GFLOP/s" for dtype, rate in rates.items())
+          + f" -> no implementation below {floor:.3f} s/it"
+          + (f", so at most {results['torchssl']['seconds_per_iteration'] / floor:.2f}x TorchSSL"
+             if "torchssl" in results else ""))
 
     if "torchssl" in results:
         own, reference = results["own"], results["torchssl"]
