@@ -1,4 +1,9 @@
-"""Named configurations: the paper's protocol, and CPU-sized ones that finish here."""
+"""Named configurations: the paper's protocol, and CPU-sized ones that finish here.
+
+Precision follows what is fastest for the shape (benchmarks/train_throughput.py): bf16 autocast for
+WRN-28-2 at the paper batch (on GPUs, and on CPUs with native bf16); fp32 for the narrow CPU-sized
+networks, where the casts around each small convolution cost more than bf16 saves.
+"""
 
 from implementations.interface import TrainConfig
 
@@ -8,13 +13,13 @@ PRESETS: dict[str, TrainConfig] = {
     # A few dozen iterations of a tiny WRN: checks that everything runs, learns nothing.
     "smoke": TrainConfig(
         preset="smoke", iterations=40, labeled_batch_size=8, unlabeled_ratio=2, depth=10, widen_factor=1,
-        eval_interval=20, log_interval=5, checkpoint_interval=20, eval_batch_size=512,
+        eval_interval=20, log_interval=5, checkpoint_interval=20, eval_batch_size=512, precision="fp32",
     ),
     # Minutes on a 2-core CPU, long enough for the accuracy to move. The EMA decay is shortened to
     # 0.99 (a 100-iteration horizon): at 0.999 the evaluated model would still be mostly its initialisation.
     "cpu": TrainConfig(
         preset="cpu", iterations=2000, labeled_batch_size=32, unlabeled_ratio=3, depth=16, widen_factor=1, ema_decay=0.99,
-        eval_interval=250, log_interval=25, checkpoint_interval=250, eval_batch_size=512,
+        eval_interval=250, log_interval=25, checkpoint_interval=250, eval_batch_size=512, precision="fp32",
     ),
 }
 
