@@ -6,10 +6,13 @@ magnitudes, on real CIFAR-10 images.
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import stats
 
 from implementations.own import augment, augment_batched
 from tests.cifar_images import cifar_images
@@ -240,3 +243,29 @@ def test_whole_batch_round_gives_the_same_images_as_the_grouped_round():
         grouped = augment_batched.apply_ops_by_group(images, round_ops, round_magnitudes)
         assert torch.equal(augment_batched.apply_ops_without_sync(images, round_ops, round_magnitudes), grouped)
         images = grouped
+
+
+@pytest.mark.parametrize("strength", ["weak", "strong"])
+def test_whole_pipelines_give_the_same_distribution_of_images_as_the_pil_reference(strength):
+    # End to end, not op by op: each real image augmented 4 times by each path (independent draws), and
+    # per-image statistics compared by a two-sample Kolmogorov-Smirnov test. A wrong order of ops, a
+    # range or probability off, a Cutout of another size would each shift one of these distributions.
+    originals = np.concatenate([cifar_images(1102)] * 4)
+    if strength == "weak":
+        by_pil = augment.weak_augment_batch(originals, random.Random(3))
+        batched = augment_batched.weak_augment(batch_of(originals), generator(3))
+    else:
+        by_pil = augment.strong_augment_batch(originals, 2, random.Random(3))
+        batched = augment_batched.strong_augment(batch_of(originals), 2, generator(3))
+
+    def statistics(images: np.ndarray) -> dict[str, np.ndarray]:
+        values = images.astype(np.float32)
+        return {"mean absolute change": np.abs(values - originals).mean(axis=(1, 2, 3)),
+                "fraction of Cutout grey": (images == augment.CUTOUT_FILL).all(axis=-1).mean(axis=(1, 2)),
+                "mean": values.mean(axis=(1, 2, 3)),
+                "spread": values.std(axis=(1, 2, 3))}
+
+    reference, ours = statistics(by_pil), statistics(hwc(batched).astype(np.uint8))
+    for name in reference:
+        assert stats.ks_2samp(reference[name], ours[name]).pvalue > 1e-3, name
+    assert abs(ours["mean absolute change"].mean() - reference["mean absolute change"].mean()) < 1.0
