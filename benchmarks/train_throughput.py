@@ -2,10 +2,12 @@
 
 Both implementations train through the same interface on the same real CIFAR-10 images,
 split (40 labels, seed 0) and batch shape; each runs in a fresh process so that its peak
-resident memory (RSS) is its own. Seconds per iteration are the median over log windows after
-the first (warm-up) window, excluding evaluation and checkpointing in both implementations.
+resident memory (RSS) is its own, with the malloc setting `bench run` gives every run process
+(harness/runner.py, KEEP_FREED_MEMORY_TUNABLES; `--default-malloc` measures without it).
+Seconds per iteration are the median over log windows after the first (warm-up) window,
+excluding evaluation and checkpointing in both implementations.
 
-    python benchmarks/train_throughput.py [--shape paper|cpu|smoke] [--iterations N]
+    python benchmarks/train_throughput.py [--shape paper|cpu|smoke] [--iterations N] [--default-malloc]
 
 TorchSSL is skipped, with a message, when its checkout (`bench vendor sync`) is absent.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -32,6 +35,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import KeepingSink, peak_rss_mib, subset_run_inputs
 
 from harness.presets import resolve_preset
+from harness.runner import with_kept_freed_memory
 from harness.vendor import VendorError, verify_checkout
 from implementations import interface as names
 from implementations import load_implementation
@@ -90,6 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["paper", "cpu", "smoke"], default="paper")
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="run both implementations with glibc's default malloc settings, not bench run's")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one implementation
     arguments = parser.parse_args()
     iterations = arguments.iterations or DEFAULT_ITERATIONS[arguments.shape]
@@ -108,12 +114,14 @@ def main() -> None:
     config = resolve_preset(arguments.shape)
     print(f"shape {arguments.shape}: WRN-{config.depth}-{config.widen_factor}, batch {config.labeled_batch_size}"
           f" + {config.unlabeled_batch_size} + {config.unlabeled_batch_size}, {iterations} iterations each")
+    environment = dict(os.environ) if arguments.default_malloc else with_kept_freed_memory(dict(os.environ))
+    print(f"malloc: GLIBC_TUNABLES={environment.get('GLIBC_TUNABLES', '(unset)')} for both")
     results = {}
     for implementation in implementations:
         output = subprocess.run(
             [sys.executable, __file__, "--one", implementation, "--shape", arguments.shape,
              "--iterations", str(iterations)],
-            check=True, capture_output=True, text=True,
+            check=True, capture_output=True, text=True, env=environment,
         ).stdout
         results[implementation] = json.loads(output.strip().splitlines()[-1])
         r = results[implementation]

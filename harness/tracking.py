@@ -397,6 +397,7 @@ def environment_info(device: str = "auto") -> dict[str, object]:
         "cpu_count": os.cpu_count() or 0,
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "cuda": torch.version.cuda or "none",
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES") or "none",  # the malloc settings of the run process
     })
     return info
 

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 
 from harness import tracking
 from harness.presets import PRESETS
+from harness.runner import KEEP_FREED_MEMORY_TUNABLES
 from harness.splits import LabelSplit
 from implementations import interface as names
 from tests.fixtures_data import SUBSET_DIR
@@ -28,7 +29,8 @@ SMOKE = PRESETS["smoke"]
 
 
 def bench(*arguments: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("MLFLOW_TRACKING_URI", "GLIBC_TUNABLES")}
     return subprocess.run([sys.executable, "-m", "harness.cli", *arguments], capture_output=True, text=True,
                           timeout=timeout, env=environment)
 
@@ -155,6 +157,7 @@ def test_environment_json_records_versions_and_hardware(grid):
     assert environment["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert environment["device"] == "cpu" and environment["gpu_count"] == 0 and environment["cpu_count"] >= 1
     assert {"python", "torchvision", "pillow", "numpy", "device_name"} <= set(environment)
+    assert environment["glibc_tunables"] == KEEP_FREED_MEMORY_TUNABLES  # the run process's malloc setting
 
 
 def test_search_runs_returns_the_grid_as_a_dataframe(grid, monkeypatch):
