@@ -2,8 +2,8 @@
 
 Trains own FixMatch twice per seed on the real CIFAR-10 images in ../shared, same split and
 seed, equal iterations: once on the fast path (batched on-device augmentation, bf16 autocast,
-channels_last: the paper preset's default, every speed setting that could change the numbers) and
-once as the plain reference (per-image PIL augmentation, fp32).
+channels_last: the paper preset's choice on a GPU, every speed setting that could change the numbers)
+and once as the plain reference (per-image PIL augmentation, fp32).
 Prints the EMA model's final top-1 of each and compares the difference of the means with the
 spread between seeds.
 

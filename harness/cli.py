@@ -35,9 +35,10 @@ def main() -> None:
               help="MLflow store (embedded), splits, checkpoints and logs.")
 @click.option("--max-parallel", type=int, default=None,
               help="Runs at once (default: one per GPU when several are present, else 1).")
-@click.option("--precision", type=click.Choice(["bf16", "fp16", "fp32"]), default=None,
-              help="Autocast precision of own runs (default: the preset's: bf16 for paper, fp32 for cpu and smoke; "
-                   "bf16 becomes fp16 + GradScaler on a GPU without bf16).")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None,
+              help="Autocast precision of own runs (default: the preset's: auto for paper, i.e. bf16 on a GPU or an "
+                   "AMX CPU and fp32 on other CPUs; fp32 for cpu and smoke; bf16 becomes fp16 + GradScaler on a GPU "
+                   "without bf16).")
 @click.option("--channels-last/--no-channels-last", default=None, help="channels_last memory format (own).")
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model (own; slow first call).")
 @click.option("--augmentation", type=click.Choice(["batched", "pil"]), default=None,

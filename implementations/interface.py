@@ -35,7 +35,7 @@ TRAIN_LR = "train/lr"
 TRAIN_ITERATIONS_PER_SECOND = "train/iterations_per_second"
 TRAIN_DATA_WAIT_SECONDS = "train/data_wait_seconds_per_iteration"
 
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 def training_signal_metrics(
@@ -89,7 +89,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     seed: int = 0
     device: str = "auto"  # "auto" resolves to cuda when present, else cpu
-    precision: Precision = "bf16"
+    precision: Precision = "auto"  # see implementations/own/trainer.py: autocast_dtype
     channels_last: bool = True
     compile: bool = False
     augmentation: Literal["batched", "pil"] = "batched"  # pil: the per-image reference path

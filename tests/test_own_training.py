@@ -9,12 +9,13 @@ from harness.data import load_cifar10
 from harness.splits import draw_split
 from implementations import interface as names
 from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig
-from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch
+from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch, autocast_dtype
 from tests.fixtures_data import SUBSET_DIR
 
 TINY = TrainConfig(
     preset="test", iterations=8, labeled_batch_size=4, unlabeled_ratio=2, depth=10, widen_factor=1,
     eval_interval=4, log_interval=2, checkpoint_interval=4, eval_batch_size=512,
+    precision="bf16",  # the GPU default, covered here on CPU
 )
 
 
@@ -110,3 +111,12 @@ def test_a_diverging_loss_stops_the_run_with_a_clear_error(tmp_path):
     config = TINY.replace(learning_rate=1e12, precision="fp32")
     with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
         OwnFixMatch().train(run_inputs(config, tmp_path), RecordingSink())
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_matrix_units(tmp_path):
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if torch.cpu.get_capabilities().get("amx_bf16") else None
+    assert autocast_dtype("auto", cpu) is expected
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("fp32", cpu) is None
+    run = OwnFixMatch().train(run_inputs(TINY.replace(precision="auto", iterations=2), tmp_path), RecordingSink())
+    assert run.extra["autocast_dtype"] == ("bfloat16" if expected else "float32")
