@@ -1,3 +1,5 @@
+import copy
+
 import torch
 from torch import nn
 
@@ -47,3 +49,20 @@ def test_initialisation_is_seeded_and_batch_norm_starts_at_identity():
         assert torch.equal(a, b)
     assert torch.all(first.final_bn.weight == 1) and torch.all(first.final_bn.bias == 0)
     assert torch.all(first.classifier.bias == 0)
+
+
+def test_in_place_activations_give_the_same_outputs_and_gradients_as_out_of_place_ones():
+    torch.manual_seed(0)
+    in_place = WideResNet(depth=10, widen_factor=2).to(memory_format=torch.channels_last)
+    out_of_place = copy.deepcopy(in_place)
+    for module in out_of_place.modules():
+        if isinstance(module, nn.LeakyReLU):
+            module.inplace = False
+    assert any(isinstance(m, nn.LeakyReLU) and m.inplace for m in in_place.modules())
+    images = torch.randn(16, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    outputs = [model(images) for model in (in_place, out_of_place)]
+    for output in outputs:
+        output.square().mean().backward()
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=0, atol=0)
+    for a, b in zip(in_place.parameters(), out_of_place.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0)
