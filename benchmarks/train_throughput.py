@@ -7,7 +7,11 @@ resident memory (RSS) is its own, with the malloc setting `bench run` gives ever
 Seconds per iteration are the median over log windows after the first (warm-up) window,
 excluding evaluation and checkpointing in both implementations.
 
-    python benchmarks/train_throughput.py [--shape paper|cpu|smoke] [--iterations N] [--default-malloc]
+    python benchmarks/train_throughput.py [--shape paper|cpu|smoke] [--iterations N] [--repeats R]
+                                          [--default-malloc]
+
+A shared machine's speed drifts between minutes; with `--repeats R` the two are measured alternately
+R times, and the ratio is that of the medians, printed with the range of the R side-by-side ratios.
 
 TorchSSL is skipped, with a message, when its checkout (`bench vendor sync`) is absent.
 
@@ -94,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["paper", "cpu", "smoke"], default="paper")
     parser.add_argument("--iterations", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=1, help="measure own and TorchSSL alternately this many times")
     parser.add_argument("--default-malloc", action="store_true",
                         help="run both implementations with glibc's default malloc settings, not bench run's")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one implementation
@@ -116,18 +121,20 @@ def main() -> None:
           f" + {config.unlabeled_batch_size} + {config.unlabeled_batch_size}, {iterations} iterations each")
     environment = dict(os.environ) if arguments.default_malloc else with_kept_freed_memory(dict(os.environ))
     print(f"malloc: GLIBC_TUNABLES={environment.get('GLIBC_TUNABLES', '(unset)')} for both")
-    results = {}
-    for implementation in implementations:
-        output = subprocess.run(
-            [sys.executable, __file__, "--one", implementation, "--shape", arguments.shape,
-             "--iterations", str(iterations)],
-            check=True, capture_output=True, text=True, env=environment,
-        ).stdout
-        results[implementation] = json.loads(output.strip().splitlines()[-1])
-        r = results[implementation]
-        print(f"{implementation:9s} {r['seconds_per_iteration']:8.3f} s/it  "
-              f"({1 / r['seconds_per_iteration']:6.3f} it/s, data wait {r['data_wait_seconds']:.3f} s/it, "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB)", flush=True)
+    measured: dict[str, list[dict]] = {implementation: [] for implementation in implementations}
+    for _ in range(arguments.repeats):
+        for implementation in implementations:
+            output = subprocess.run(
+                [sys.executable, __file__, "--one", implementation, "--shape", arguments.shape,
+                 "--iterations", str(iterations)],
+                check=True, capture_output=True, text=True, env=environment,
+            ).stdout
+            measured[implementation].append(r := json.loads(output.strip().splitlines()[-1]))
+            print(f"{implementation:9s} {r['seconds_per_iteration']:8.3f} s/it  "
+                  f"({1 / r['seconds_per_iteration']:6.3f} it/s, data wait {r['data_wait_seconds']:.3f} s/it, "
+                  f"peak RSS {r['peak_rss_mib']:.0f} MiB)", flush=True)
+    results = {implementation: {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+               for implementation, runs in measured.items()}
 
     flop = flop_per_iteration(config)
     rates = best_matmul_flop_per_second(resolve_device(config.device))
@@ -141,8 +148,11 @@ def main() -> None:
     if "torchssl" in results:
         own, reference = results["own"], results["torchssl"]
         ratio = reference["seconds_per_iteration"] / own["seconds_per_iteration"]
+        pairs = sorted(t["seconds_per_iteration"] / o["seconds_per_iteration"]
+                       for o, t in zip(measured["own"], measured["torchssl"]))
+        spread = f" (side-by-side ratios {pairs[0]:.2f}-{pairs[-1]:.2f}x)" if len(pairs) > 1 else ""
         print(f"training speed ({arguments.shape} shape): own {1 / own['seconds_per_iteration']:.3f} it/s vs "
-              f"torchssl {1 / reference['seconds_per_iteration']:.3f} it/s -> ratio {ratio:.2f}x; "
+              f"torchssl {1 / reference['seconds_per_iteration']:.3f} it/s -> ratio {ratio:.2f}x{spread}; "
               f"peak RSS own {own['peak_rss_mib']:.0f} MiB vs torchssl {reference['peak_rss_mib']:.0f} MiB")
     else:
         print(f"training speed ({arguments.shape} shape): own {1 / results['own']['seconds_per_iteration']:.3f} it/s "
