@@ -17,7 +17,6 @@ SUBSET_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-subset"
 SUBSET_BATCHES_DIR = SUBSET_DIR / "cifar-10-batches-py"
 TRAIN_BATCH_NAMES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TORCHSSL_CHECKOUT = REPO_ROOT / "vendor" / "TorchSSL"  # where `bench vendor sync` puts it
 
 
 @functools.cache
@@ -38,3 +37,22 @@ def official_train_labels() -> np.ndarray:
 @functools.cache
 def subset_manifest() -> dict:
     return json.loads((SUBSET_DIR / "MANIFEST.json").read_text())
+
+# A git bundle of TorchSSL holding the pinned commit, beside the project here and in CI (tests/conftest.py
+# syncs the checkout from it, so that every TorchSSL test runs against the real reference).
+TORCHSSL_BUNDLE = Path(__file__).resolve().parents[2] / "shared/mirrors/TorchSSL.bundle"
+
+
+def torchssl_checkout() -> Path:
+    """The verified pinned TorchSSL checkout; the calling test is skipped, with the reason, only when there is
+    no bundle to sync it from (tests/conftest.py) and no checkout."""
+    import pytest
+
+    from harness import vendor
+
+    try:
+        return vendor.verify_checkout().path
+    except vendor.VendorError as error:
+        if TORCHSSL_BUNDLE.exists():
+            raise  # conftest synced it from the bundle: a missing checkout now is a failure, not a skip
+        pytest.skip(f"needs the TorchSSL checkout ({error})")

@@ -15,7 +15,7 @@ import pytest
 
 from harness.data import load_cifar10
 from harness.splits import LabelSplit, SplitError, draw_split
-from tests.fixtures_data import REPO_ROOT, SUBSET_DIR, TORCHSSL_CHECKOUT, official_train_labels
+from tests.fixtures_data import REPO_ROOT, SUBSET_DIR, official_train_labels, torchssl_checkout
 
 SEEDS = (0, 1, 2)
 LABEL_COUNTS = (40, 250, 4000)
@@ -87,11 +87,9 @@ def _torchssl_sampled_indices(checkout: Path, cases: list[tuple[int, int]], tmp_
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not (TORCHSSL_CHECKOUT / "datasets" / "data_utils.py").exists(),
-                    reason=f"no TorchSSL checkout at {TORCHSSL_CHECKOUT} (run `bench vendor sync`)")
 def test_split_equals_the_one_torchssl_itself_samples(tmp_path):
     cases = [(seed, num_labels) for seed in SEEDS for num_labels in LABEL_COUNTS]
-    drawn_by_torchssl = _torchssl_sampled_indices(TORCHSSL_CHECKOUT, cases, tmp_path)
+    drawn_by_torchssl = _torchssl_sampled_indices(torchssl_checkout(), cases, tmp_path)
     for seed, num_labels in cases:
         ours = draw_split(official_train_labels(), num_labels, seed).labeled_indices
         assert ours.tolist() == drawn_by_torchssl[f"{seed}-{num_labels}"], (seed, num_labels)

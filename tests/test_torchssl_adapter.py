@@ -27,7 +27,7 @@ from implementations.torchssl.metrics import (
     eval_metrics,
     mask_rate_from_torchssl_mask_ratio,
 )
-from tests.fixtures_data import SUBSET_DIR
+from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 OUR_METRIC_NAMES = {value for key, value in vars(names).items() if key.startswith(("EVAL_", "TRAIN_"))
@@ -35,10 +35,7 @@ OUR_METRIC_NAMES = {value for key, value in vars(names).items() if key.startswit
 
 
 def _checkout() -> Path:
-    try:
-        return vendor.verify_checkout().path
-    except vendor.VendorError as error:
-        pytest.skip(f"needs the TorchSSL checkout: {error}")
+    return torchssl_checkout()
 
 
 class Interrupted(Exception):

@@ -1,7 +1,8 @@
 """The TorchSSL pin: reading it, fetching it, and refusing anything but the pinned commit, unmodified.
 
 Most tests use a tiny git repository made here as the "upstream", so they run everywhere; the real
-TorchSSL is synced from a local mirror or checkout when one exists and skipped with the reason otherwise.
+TorchSSL is synced from the git bundle beside the project (../shared/mirrors/TorchSSL.bundle, as in CI),
+or from a checkout when there is no bundle, and skipped with the reason only when there is neither.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from click.testing import CliRunner
 
 from harness import vendor
 from harness.cli import main
+from tests.fixtures_data import TORCHSSL_BUNDLE, torchssl_checkout
 
-MIRROR = Path("/work/.mirror/TorchSSL+TorchSSL/repo")
 ACTOR = git.Actor("ssl-bench tests", "tests@ssl-bench.invalid")
 
 
@@ -37,13 +38,9 @@ def upstream(tmp_path) -> tuple[git.Repo, vendor.Pin]:
 
 
 def _real_torchssl_source() -> Path:
-    if MIRROR.exists():
-        return MIRROR
-    checkout = vendor.checkout_dir()
-    if (checkout / ".git").exists():
-        return checkout
-    pytest.skip(f"no TorchSSL source here: neither the mirror {MIRROR} nor a checkout at {checkout} "
-                f"(`bench vendor sync` fetches one)")
+    if TORCHSSL_BUNDLE.exists():
+        return TORCHSSL_BUNDLE
+    return torchssl_checkout()
 
 
 def test_the_pin_file_names_the_upstream_url_and_a_full_commit():
