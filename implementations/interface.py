@@ -82,7 +82,18 @@ class TrainConfig:
     ema_decay: float = 0.999
     depth: int = 28
     widen_factor: int = 2
+    # The recipe: the paper's choices by default. implementations/ledger.py names TorchSSL's choice for each
+    # field below and where the paper says so.
+    bn_eps: float = 1e-3
+    conv_bias_init: Literal["zeros", "uniform"] = "zeros"  # uniform: PyTorch's default, ±1/sqrt(fan-in)
+    width_change_conv_input: Literal["activated", "raw"] = "activated"  # what conv1 of a width-changing block sees
     randaugment_ops: int = 2
+    strong_augment_order: Literal["flip_crop_first", "randaugment_first"] = "flip_crop_first"
+    geometric_fill: int = 128  # grey level of pixels uncovered by Rotate, Shear, Translate
+    cutout_fill: tuple[int, int, int] = (127, 127, 127)
+    cutout_geometry: Literal["pixel_centres", "truncated_corners"] = "pixel_centres"
+    posterize_max_bits: int = 8  # Posterize keeps 4..posterize_max_bits bits
+    normalization: Literal["kekmodel", "torchssl"] = "kekmodel"  # which CIFAR-10 mean/std constants
     eval_interval: int = 5000
     log_interval: int = 100
     checkpoint_interval: int = 5000
@@ -93,6 +104,10 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     augmentation: Literal["batched", "pil"] = "batched"  # pil: the per-image reference path
+
+    def __post_init__(self):
+        # A config read back from JSON (a run spec, MLflow params) holds lists where it was built with tuples.
+        object.__setattr__(self, "cutout_fill", tuple(self.cutout_fill))
 
     @property
     def unlabeled_batch_size(self) -> int:
