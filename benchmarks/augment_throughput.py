@@ -3,14 +3,16 @@
 Both sides turn the same real CIFAR-10 images (../shared) into normalised float batches of 448
 (the paper's unlabeled batch, μ·B = 7·64), measured alternately in one run:
   * own batched: augment_batched.strong_augment (flip/crop + RandAugment + Cutout on a uint8
-    tensor batch) + normalize, randomness from a torch.Generator, on one torch thread unless
-    --threads says otherwise (the per-image side is one thread too: images/s per core);
+    tensor batch, the paper's recipe or with --recipe torchssl TorchSSL's choices) + normalize,
+    randomness from a torch.Generator, on one torch thread unless --threads says otherwise (the
+    per-image side is one thread too: images/s per core);
   * per-image PIL: TorchSSL's own strong transform when its checkout is present (vendor/TorchSSL,
     or $SSL_BENCH_TORCHSSL_DIR): RandAugment(n) + Cutout, flip, reflect crop, ToTensor, Normalize,
     one image at a time as its data loader does, then stacked; otherwise our PIL reference
     (augment.strong_augment_batch), saying so. One process, as one loader worker.
 
-    python benchmarks/augment_throughput.py [--num-ops 2] [--batches 8] [--batch-size 448] [--threads 1]
+    python benchmarks/augment_throughput.py [--recipe paper|torchssl] [--num-ops N] [--batches 8]
+                                            [--batch-size 448] [--threads 1]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import harness.torchvision_compat  # noqa: F401  (must precede any torchvision i
 from harness import vendor
 from harness.data import DataError, load_cifar10
 from implementations.interface import TrainConfig
+from implementations.ledger import TORCHSSL_CHOICES
 from implementations.own import augment, augment_batched
 
 
@@ -62,14 +65,21 @@ def torchssl_strong_transform(num_ops: int) -> tuple[Callable | None, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-ops", type=int, default=TrainConfig().randaugment_ops,
-                        help="RandAugment ops per image, the same on both sides (paper 2, TorchSSL 3)")
+    parser.add_argument("--recipe", choices=("paper", "torchssl"), default="paper",
+                        help="own's augmentation recipe: the paper's choices or TorchSSL's (implementations/ledger.py)")
+    parser.add_argument("--num-ops", type=int, default=None,
+                        help="RandAugment ops per image, the same on both sides (default: the recipe's, "
+                             "paper 2, TorchSSL 3)")
     parser.add_argument("--batches", type=int, default=8, help="measured batches per side")
     parser.add_argument("--batch-size", type=int, default=7 * 64)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the batched side (default 1: one core each, like for like)")
     arguments = parser.parse_args()
-    batch_size, num_ops = arguments.batch_size, arguments.num_ops
+    config = TrainConfig() if arguments.recipe == "paper" else TrainConfig().replace(**TORCHSSL_CHOICES)
+    if arguments.num_ops is not None:
+        config = config.replace(randaugment_ops=arguments.num_ops)
+    recipe = augment.AugmentationRecipe.from_config(config)
+    batch_size, num_ops = arguments.batch_size, recipe.num_ops
     torch.set_num_threads(arguments.threads)
 
     try:
@@ -86,8 +96,8 @@ def main() -> None:
         pil_source = f"our PIL reference (augment.strong_augment), TorchSSL not used: {pil_source}"
 
         def per_image_pil(batch_hwc: np.ndarray) -> torch.Tensor:
-            augmented = augment.strong_augment_batch(batch_hwc, num_ops, reference_random)
-            return augment_batched.normalize(torch.from_numpy(augmented).permute(0, 3, 1, 2))
+            augmented = augment.strong_augment_batch(batch_hwc, recipe, reference_random)
+            return augment_batched.normalize(torch.from_numpy(augmented).permute(0, 3, 1, 2), recipe.normalization)
     else:
         from PIL import Image
 
@@ -101,7 +111,8 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
 
     def batched(batch_nchw: torch.Tensor) -> torch.Tensor:
-        return augment_batched.normalize(augment_batched.strong_augment(batch_nchw, num_ops, generator))
+        return augment_batched.normalize(augment_batched.strong_augment(batch_nchw, recipe, generator),
+                                         recipe.normalization)
 
     # The sides alternate batch by batch, so a change in machine load hits both; the median batch time of
     # each side gives its rate (robust to a load spike during one batch).
@@ -118,8 +129,9 @@ def main() -> None:
     batched_rate = batch_size / statistics.median(seconds["batched"])
     pil_rate = batch_size / statistics.median(seconds["pil"])
     print(f"setting: {arguments.batches} batches of {batch_size} real CIFAR-10 images per side, {num_ops} RandAugment "
-          f"ops + Cutout, uint8 -> normalised float32, CPU; batched side on {torch.get_num_threads()} torch "
-          f"thread(s), per-image side on one; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"ops + Cutout (own: {arguments.recipe} recipe), uint8 -> normalised float32, CPU; batched side on "
+          f"{torch.get_num_threads()} torch thread(s), per-image side on one; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"per-image PIL side: {pil_source}")
     print(f"strong augmentation: batched {batched_rate:.0f} img/s vs per-image PIL {pil_rate:.0f} img/s "
           f"-> ratio {batched_rate / pil_rate:.1f}x")

@@ -1,9 +1,9 @@
 """FixMatch's augmentations on whole uint8 batches on the training device (airbench-style).
 
-The same definitions, op table, ranges and fill values as the per-image PIL reference (augment.py),
-on uint8 tensors (N, 3, H, W) already on the training device, with randomness from a `torch.Generator`
-on that device: every image draws its own flip, crop, RandAugment ops, magnitudes and Cutout square,
-and no Python loop runs over the images.
+The same definitions, op table, ranges and recipes (`AugmentationRecipe`: the paper's or TorchSSL's
+choices) as the per-image PIL reference (augment.py), on uint8 tensors (N, 3, H, W) already on the
+training device, with randomness from a `torch.Generator` on that device: every image draws its own flip,
+crop, RandAugment ops, magnitudes and Cutout square, and no Python loop runs over the images.
 
 The arithmetic follows Pillow 13 step by step (blend truncation, the ITU-R 601 "L" conversion, SMOOTH's
 rounding, autocontrast's and equalize's tables, the 16.16 fixed point of rotations and shears), so every
@@ -31,31 +31,41 @@ import math
 import torch
 
 from implementations.own.augment import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
     CROP_PADDING,
-    CUTOUT_FILL,
     CUTOUT_MAX_FRACTION,
-    GEOMETRIC_FILL,
     IMAGE_SIZE,
+    NORMALIZATIONS,
     OP_NAMES,
-    RANDAUGMENT_OPS,
+    PAPER_RECIPE,
+    AugmentationRecipe,
+    randaugment_ops,
 )
 
 OP_INDEX = {name: index for index, name in enumerate(OP_NAMES)}
 
 
+# Host values made into device tensors once per device and value: copying them to an accelerator at every
+# call would synchronise.
 @functools.lru_cache(maxsize=None)
-def _device_constants(device: torch.device) -> dict[str, torch.Tensor]:
-    # Made once per device: copying host values to an accelerator at every call would synchronise.
+def _magnitude_ranges(device: torch.device, posterize_max_bits: int) -> dict[str, torch.Tensor]:
+    ops = randaugment_ops(posterize_max_bits)
     return {
-        "low": torch.tensor([op.low for op in RANDAUGMENT_OPS], dtype=torch.float32, device=device),
-        "high": torch.tensor([op.high for op in RANDAUGMENT_OPS], dtype=torch.float32, device=device),
-        "integer": torch.tensor([op.integer for op in RANDAUGMENT_OPS], dtype=torch.bool, device=device),
-        "mean": torch.tensor(CIFAR10_MEAN, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-        "std": torch.tensor(CIFAR10_STD, dtype=torch.float32, device=device).view(1, 3, 1, 1),
-        "geometric_fill": torch.tensor(GEOMETRIC_FILL, dtype=torch.uint8, device=device).view(1, 3, 1, 1),
+        "low": torch.tensor([op.low for op in ops], dtype=torch.float32, device=device),
+        "high": torch.tensor([op.high for op in ops], dtype=torch.float32, device=device),
+        "integer": torch.tensor([op.integer for op in ops], dtype=torch.bool, device=device),
     }
+
+
+@functools.lru_cache(maxsize=None)
+def _normalization_constants(device: torch.device, normalization: str) -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = NORMALIZATIONS[normalization]
+    return (torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1),
+            torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1))
+
+
+@functools.lru_cache(maxsize=None)
+def _colour(device: torch.device, rgb: tuple[int, int, int]) -> torch.Tensor:
+    return torch.tensor(rgb, dtype=torch.uint8, device=device).view(1, 3, 1, 1)
 
 
 def _per_image(values: torch.Tensor, dimensions: int = 4) -> torch.Tensor:
@@ -207,7 +217,7 @@ def solarize(images: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- geometric ops: nearest-neighbour warps
 # A warp is given by Pillow's affine coefficients (a, b, c, d, e, f) per image, (N, 2, 3) float64: the
 # output pixel centre (x + 0.5, y + 0.5) reads the input point (a·x' + b·y' + c, d·x' + e·y' + f), and
-# the input pixel is its floor; outside the image the output is GEOMETRIC_FILL.
+# the input pixel is its floor; outside the image the output is the grey level `fill`.
 def _affine_matrices(a, b, c, d, e, f) -> torch.Tensor:
     return torch.stack([torch.stack([a, b, c], dim=-1), torch.stack([d, e, f], dim=-1)], dim=-2)
 
@@ -267,44 +277,45 @@ def _translation_sources(matrices: torch.Tensor, height: int, width: int) -> tor
     return torch.stack([columns, rows], dim=1)
 
 
-def _warp(images: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-    """out[n, :, y, x] = images[n, :, row, column] at sources[n, :, y, x] = (column, row), GEOMETRIC_FILL outside."""
+def _warp(images: torch.Tensor, sources: torch.Tensor, fill: int) -> torch.Tensor:
+    """out[n, :, y, x] = images[n, :, row, column] at sources[n, :, y, x] = (column, row), grey `fill` outside."""
     batch, channels, height, width = images.shape
     columns, rows = sources[:, 0], sources[:, 1]
     inside = ((columns | rows) >= 0) & (columns < width) & (rows < height)
     # Pixels from outside read one extra pixel of fill colour appended to every image.
     flat_sources = torch.where(inside, rows * width + columns, height * width).view(batch, 1, height * width)
-    fill = _device_constants(images.device)["geometric_fill"][:, :channels].view(1, channels, 1)
-    padded = torch.cat([images.reshape(batch, channels, -1), fill.expand(batch, channels, 1)], dim=2)
+    fill_pixels = images.new_full((batch, channels, 1), fill)  # a fill on the device, no copy from the host
+    padded = torch.cat([images.reshape(batch, channels, -1), fill_pixels], dim=2)
     return padded.gather(2, flat_sources.long().expand(batch, channels, -1)).view(images.shape)
 
 
-def rotate(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+def rotate(images: torch.Tensor, degrees: torch.Tensor, fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
     height, width = images.shape[-2:]
-    return _warp(images, _rotation_or_shear_sources(_rotation_matrices(degrees, height, width), height, width))
+    return _warp(images, _rotation_or_shear_sources(_rotation_matrices(degrees, height, width), height, width), fill)
 
 
-def shear_x(images: torch.Tensor, shears: torch.Tensor) -> torch.Tensor:
-    return _warp(images, _rotation_or_shear_sources(_shear_matrices(shears, "x"), *images.shape[-2:]))
+def shear_x(images: torch.Tensor, shears: torch.Tensor, fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
+    return _warp(images, _rotation_or_shear_sources(_shear_matrices(shears, "x"), *images.shape[-2:]), fill)
 
 
-def shear_y(images: torch.Tensor, shears: torch.Tensor) -> torch.Tensor:
-    return _warp(images, _rotation_or_shear_sources(_shear_matrices(shears, "y"), *images.shape[-2:]))
+def shear_y(images: torch.Tensor, shears: torch.Tensor, fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
+    return _warp(images, _rotation_or_shear_sources(_shear_matrices(shears, "y"), *images.shape[-2:]), fill)
 
 
-def translate_x(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+def translate_x(images: torch.Tensor, fractions: torch.Tensor, fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
     height, width = images.shape[-2:]
-    return _warp(images, _translation_sources(_translation_matrices(fractions, "x", width), height, width))
+    return _warp(images, _translation_sources(_translation_matrices(fractions, "x", width), height, width), fill)
 
 
-def translate_y(images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+def translate_y(images: torch.Tensor, fractions: torch.Tensor, fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
     height, width = images.shape[-2:]
-    return _warp(images, _translation_sources(_translation_matrices(fractions, "y", height), height, width))
+    return _warp(images, _translation_sources(_translation_matrices(fractions, "y", height), height, width), fill)
 
 
 # ---------------------------------------------------------------- RandAugment
-# Each op on a batch, at per-image magnitudes (N,); the same names, order and ranges as augment.py.
-OP_FUNCTIONS = {
+# Each op on a batch, at per-image magnitudes (N,); the same names, order and ranges as augment.py. The
+# geometric ops also take the grey level of the pixels they uncover.
+COLOUR_OP_FUNCTIONS = {
     "AutoContrast": lambda images, _: autocontrast(images),
     "Brightness": brightness,
     "Color": color,
@@ -312,33 +323,40 @@ OP_FUNCTIONS = {
     "Equalize": lambda images, _: equalize(images),
     "Identity": lambda images, _: identity(images),
     "Posterize": posterize,
-    "Rotate": rotate,
     "Sharpness": sharpness,
+    "Solarize": solarize,
+}
+GEOMETRIC_OP_FUNCTIONS = {
+    "Rotate": rotate,
     "ShearX": shear_x,
     "ShearY": shear_y,
-    "Solarize": solarize,
     "TranslateX": translate_x,
     "TranslateY": translate_y,
 }
-assert tuple(OP_FUNCTIONS) == OP_NAMES
+assert set(COLOUR_OP_FUNCTIONS) | set(GEOMETRIC_OP_FUNCTIONS) == set(OP_NAMES)
 
 
-def apply_op(images: torch.Tensor, name: str, magnitudes: torch.Tensor) -> torch.Tensor:
+def apply_op(images: torch.Tensor, name: str, magnitudes: torch.Tensor,
+             geometric_fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
     """One RandAugment op on every image, at per-image magnitudes (N,)."""
-    return OP_FUNCTIONS[name](images, magnitudes)
+    if name in GEOMETRIC_OP_FUNCTIONS:
+        return GEOMETRIC_OP_FUNCTIONS[name](images, magnitudes, geometric_fill)
+    return COLOUR_OP_FUNCTIONS[name](images, magnitudes)
 
 
-def apply_ops(images: torch.Tensor, op_indices: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+def apply_ops(images: torch.Tensor, op_indices: torch.Tensor, magnitudes: torch.Tensor,
+              geometric_fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
     """One RandAugment round: image n gets op OP_NAMES[op_indices[n]] at magnitudes[n].
 
     Grouped by op when the draws are on the host (CPU), on the whole batch without reading them otherwise.
     """
     if op_indices.device.type == "cpu":
-        return apply_ops_by_group(images, op_indices, magnitudes)
-    return apply_ops_without_sync(images, op_indices, magnitudes)
+        return apply_ops_by_group(images, op_indices, magnitudes, geometric_fill)
+    return apply_ops_without_sync(images, op_indices, magnitudes, geometric_fill)
 
 
-def apply_ops_by_group(images: torch.Tensor, op_indices: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+def apply_ops_by_group(images: torch.Tensor, op_indices: torch.Tensor, magnitudes: torch.Tensor,
+                       geometric_fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
     """`apply_ops` running each op once, on the images that drew it (reads the draws on the host)."""
     order = torch.argsort(op_indices, stable=True)
     group_sizes = torch.bincount(op_indices, minlength=len(OP_NAMES)).tolist()
@@ -346,11 +364,12 @@ def apply_ops_by_group(images: torch.Tensor, op_indices: torch.Tensor, magnitude
     for name, members in zip(OP_NAMES, torch.split(order, group_sizes)):
         if len(members) > 0:
             members = members.to(images.device)
-            augmented[members] = OP_FUNCTIONS[name](images[members], magnitudes[members])
+            augmented[members] = apply_op(images[members], name, magnitudes[members], geometric_fill)
     return augmented
 
 
-def apply_ops_without_sync(images: torch.Tensor, op_indices: torch.Tensor, magnitudes: torch.Tensor) -> torch.Tensor:
+def apply_ops_without_sync(images: torch.Tensor, op_indices: torch.Tensor, magnitudes: torch.Tensor,
+                           geometric_fill: int = PAPER_RECIPE.geometric_fill) -> torch.Tensor:
     """`apply_ops` that never reads a tensor value on the host: three op families on the whole batch."""
     batch, _, height, width = images.shape
     magnitudes = magnitudes.to(torch.float32)
@@ -398,57 +417,85 @@ def apply_ops_without_sync(images: torch.Tensor, op_indices: torch.Tensor, magni
     rotates_or_shears = drew("Rotate", 4) | drew("ShearX", 4) | drew("ShearY", 4)
     sources = torch.where(rotates_or_shears, _rotation_or_shear_sources(matrices, height, width),
                           _translation_sources(matrices, height, width))
-    return _warp(blended, sources)
+    return _warp(blended, sources, geometric_fill)
 
 
-def draw_ops(num_images: int, num_ops: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """For every round and image an op uniform over RANDAUGMENT_OPS and a magnitude uniform in its range.
+def draw_ops(num_images: int, recipe: AugmentationRecipe,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every round and image an op uniform over the recipe's ops and a magnitude uniform in its range.
 
-    Returns op_indices (num_ops, N) int64 and magnitudes (num_ops, N) float32, on the generator's device;
-    integer ranges (Posterize) give each integer low..high with equal probability.
+    Returns op_indices (recipe.num_ops, N) int64 and magnitudes (recipe.num_ops, N) float32, on the
+    generator's device; integer ranges (Posterize) give each integer low..high with equal probability.
     """
     device = generator.device
-    constants = _device_constants(device)
-    op_indices = torch.randint(len(RANDAUGMENT_OPS), (num_ops, num_images), generator=generator, device=device)
-    uniform = torch.rand((num_ops, num_images), generator=generator, device=device)
-    low, high, integer = constants["low"][op_indices], constants["high"][op_indices], constants["integer"][op_indices]
+    ranges = _magnitude_ranges(device, recipe.posterize_max_bits)
+    op_indices = torch.randint(len(OP_NAMES), (recipe.num_ops, num_images), generator=generator, device=device)
+    uniform = torch.rand((recipe.num_ops, num_images), generator=generator, device=device)
+    low, high, integer = ranges["low"][op_indices], ranges["high"][op_indices], ranges["integer"][op_indices]
     continuous = low + uniform * (high - low)
     whole = torch.minimum(low + (uniform * (high - low + 1)).floor(), high)
     return op_indices, torch.where(integer, whole, continuous)
 
 
-def rand_augment(images: torch.Tensor, num_ops: int, generator: torch.Generator) -> torch.Tensor:
-    """FixMatch's RandAugment: `num_ops` rounds, each image drawing its op and magnitude in each."""
-    op_indices, magnitudes = draw_ops(images.shape[0], num_ops, generator)
+def rand_augment(images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator) -> torch.Tensor:
+    """FixMatch's RandAugment: `recipe.num_ops` rounds, each image drawing its op and magnitude in each."""
+    op_indices, magnitudes = draw_ops(images.shape[0], recipe, generator)
     for round_ops, round_magnitudes in zip(op_indices, magnitudes):
-        images = apply_ops(images, round_ops, round_magnitudes)
+        images = apply_ops(images, round_ops, round_magnitudes, recipe.geometric_fill)
     return images
 
 
 # ---------------------------------------------------------------- Cutout, flip and crop
-def cutout(images: torch.Tensor, sides: torch.Tensor, centers_x: torch.Tensor, centers_y: torch.Tensor) -> torch.Tensor:
-    """Paint CUTOUT_FILL where a pixel centre lies in image n's square of sides[n] pixels at its centre."""
+# Cutout's square, per axis: (N, size) booleans, which rows (or columns) of image n it covers. The same
+# geometries as augment.py.
+def _covered_by_pixel_centres(sides: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+    # The paper's square rasterised: the pixels whose centres (index + 0.5) lie inside it.
+    pixel_centres = torch.arange(size, device=sides.device, dtype=torch.float32) + 0.5
+    return (pixel_centres - _per_image(centres.to(torch.float32), 2)).abs() < _per_image(sides.to(torch.float32), 2) / 2
+
+
+def _covered_by_truncated_corners(sides: torch.Tensor, centres: torch.Tensor, size: int) -> torch.Tensor:
+    # TorchSSL's CutoutAbs: near corner int(max(0, centre − side/2)), far corner min(size, near + side)
+    # truncated, both included; nothing for a side of 0. In float64, as Python computes it, so the integer
+    # corners are exactly TorchSSL's for the same draws.
+    sides, centres = _per_image(sides.to(torch.float64), 2), _per_image(centres.to(torch.float64), 2)
+    near = (centres - sides / 2).clamp_(min=0).floor_()
+    far = (near + sides).clamp_(max=size).floor_()
+    indices = torch.arange(size, device=sides.device, dtype=torch.float64)
+    return (near <= indices) & (indices <= far) & (sides > 0)
+
+
+_CUTOUT_GEOMETRIES = {"pixel_centres": _covered_by_pixel_centres, "truncated_corners": _covered_by_truncated_corners}
+
+
+def cutout(images: torch.Tensor, sides: torch.Tensor, centers_x: torch.Tensor, centers_y: torch.Tensor,
+           fill: tuple[int, int, int] = PAPER_RECIPE.cutout_fill,
+           geometry: str = PAPER_RECIPE.cutout_geometry) -> torch.Tensor:
+    """Paint `fill` over image n's square of sides[n] pixels centred at (centers_x[n], centers_y[n]), clipped
+    at the border; `geometry` says which pixels the square covers."""
     height, width = images.shape[-2:]
-    half_sides = _per_image(sides.to(torch.float32), 2) / 2
-    row_centres = torch.arange(height, device=images.device, dtype=torch.float32) + 0.5
-    column_centres = torch.arange(width, device=images.device, dtype=torch.float32) + 0.5
-    rows = (row_centres - _per_image(centers_y.to(torch.float32), 2)).abs() < half_sides
-    columns = (column_centres - _per_image(centers_x.to(torch.float32), 2)).abs() < half_sides
+    covered_by = _CUTOUT_GEOMETRIES[geometry]
+    rows, columns = covered_by(sides, centers_y, height), covered_by(sides, centers_x, width)
     covered = (rows.unsqueeze(2) & columns.unsqueeze(1)).unsqueeze(1).to(torch.uint8)
     # Arithmetic rather than masked_fill, which is several times slower on uint8 CPU batches.
-    return images * (1 - covered) + covered * CUTOUT_FILL
+    return images * (1 - covered) + covered * _colour(images.device, tuple(fill))
 
 
-def draw_cutout(num_images: int, generator: torch.Generator, height: int = IMAGE_SIZE,
-                width: int = IMAGE_SIZE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per image a side uniform in [0, CUTOUT_MAX_FRACTION·width] pixels and a centre uniform over the image."""
+def draw_cutout(num_images: int, generator: torch.Generator, height: int = IMAGE_SIZE, width: int = IMAGE_SIZE,
+                geometry: str = PAPER_RECIPE.cutout_geometry) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image a side uniform in [0, CUTOUT_MAX_FRACTION·width] pixels and a centre: uniform over the image
+    for the paper's square, each coordinate uniform in (1, size] for TorchSSL's (augment.draw_cutout_centre)."""
     uniform = torch.rand((3, num_images), generator=generator, device=generator.device)
-    return uniform[0] * (CUTOUT_MAX_FRACTION * width), uniform[1] * width, uniform[2] * height
+    sides = uniform[0] * (CUTOUT_MAX_FRACTION * width)
+    if geometry == "truncated_corners":
+        return sides, width - (width - 1) * uniform[1], height - (height - 1) * uniform[2]
+    return sides, uniform[1] * width, uniform[2] * height
 
 
-def random_cutout(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def random_cutout(images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator) -> torch.Tensor:
     _check_devices(images, generator)
-    return cutout(images, *draw_cutout(images.shape[0], generator, *images.shape[-2:]))
+    squares = draw_cutout(images.shape[0], generator, *images.shape[-2:], geometry=recipe.cutout_geometry)
+    return cutout(images, *squares, fill=recipe.cutout_fill, geometry=recipe.cutout_geometry)
 
 
 def _reflect(positions: torch.Tensor, size: int) -> torch.Tensor:
@@ -487,12 +534,16 @@ def weak_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tens
     return flip_and_crop(images, *draw_flip_and_crop(images.shape[0], generator))
 
 
-def strong_augment(images: torch.Tensor, num_ops: int, generator: torch.Generator) -> torch.Tensor:
-    """Weak augmentation, then RandAugment with `num_ops` ops per image, then Cutout; uint8 in, uint8 out."""
-    return random_cutout(rand_augment(weak_augment(images, generator), num_ops, generator), generator)
+def strong_augment(images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator) -> torch.Tensor:
+    """Weak augmentation, RandAugment and Cutout, in the recipe's order and with its choices; uint8 in, uint8 out."""
+    if recipe.order == "flip_crop_first":
+        return random_cutout(rand_augment(weak_augment(images, generator), recipe, generator), recipe, generator)
+    # TorchSSL: RandAugment and Cutout on the raw images, then the weak flip and crop.
+    return weak_augment(random_cutout(rand_augment(images, recipe, generator), recipe, generator), generator)
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float32 standardised with the CIFAR-10 mean/std, keeping the memory format (e.g. channels_last)."""
-    constants = _device_constants(images.device)
-    return images.to(torch.float32).div_(255).sub_(constants["mean"]).div_(constants["std"])
+def normalize(images: torch.Tensor, normalization: str = PAPER_RECIPE.normalization) -> torch.Tensor:
+    """uint8 -> float32 standardised with the CIFAR-10 mean/std of `normalization` (a key of augment.NORMALIZATIONS),
+    keeping the memory format (e.g. channels_last)."""
+    mean, std = _normalization_constants(images.device, normalization)
+    return images.to(torch.float32).div_(255).sub_(mean).div_(std)

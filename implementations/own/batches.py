@@ -4,7 +4,8 @@ The training set lives on the training device as uint8 (150 MB for CIFAR-10); ba
 indexed there and augmented as whole batches, with every random draw taken from one
 `torch.Generator` on that device (airbench-style: no loader workers, no per-image Python).
 `augmentation="pil"` keeps the per-image PIL reference path, drawing from a `random.Random`.
-Both sample with replacement, as TorchSSL's RandomSampler does.
+Both sample with replacement, as TorchSSL's RandomSampler does, and both follow the config's augmentation
+recipe (the paper's choices or TorchSSL's, augment.AugmentationRecipe), normalisation included.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Batch:
 class TrainingBatches:
     def __init__(self, data: ImageData, labeled_indices: np.ndarray, config: TrainConfig, device: torch.device):
         self.config = config
+        self.recipe = augment.AugmentationRecipe.from_config(config)
         self.device = device
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.train_images = torch.from_numpy(data.train_images).to(device).permute(0, 3, 1, 2).contiguous()
@@ -70,14 +72,15 @@ class TrainingBatches:
         if self.config.augmentation == "pil":
             images = self._augment_per_image(images, strong)
         elif strong:
-            images = augment_batched.strong_augment(images, self.config.randaugment_ops, self.generator)
+            images = augment_batched.strong_augment(images, self.recipe, self.generator)
         else:
             images = augment_batched.weak_augment(images, self.generator)
-        return augment_batched.normalize(images).contiguous(memory_format=self.memory_format)
+        normalised = augment_batched.normalize(images, self.recipe.normalization)
+        return normalised.contiguous(memory_format=self.memory_format)
 
     def _augment_per_image(self, images: np.ndarray, strong: bool) -> torch.Tensor:
         if strong:
-            images = augment.strong_augment_batch(images, self.config.randaugment_ops, self.pil_random)
+            images = augment.strong_augment_batch(images, self.recipe, self.pil_random)
         else:
             images = augment.weak_augment_batch(images, self.pil_random)
         batch = torch.from_numpy(images).permute(0, 3, 1, 2)
