@@ -17,12 +17,43 @@ def test_outputs_one_logit_per_class_for_cifar_images():
     assert model(torch.randn(3, 3, 32, 32)).shape == (3, 10)
 
 
-def test_convolutions_have_no_bias_and_batch_norm_uses_momentum_0_001():
+def test_convolutions_have_zero_biases_and_batch_norm_uses_momentum_0_001_and_epsilon_0_001():
     model = WideResNet(depth=16, widen_factor=2)
     convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert convolutions and all(conv.bias is None for conv in convolutions)
-    assert norms and all(norm.momentum == 0.001 for norm in norms)
+    assert convolutions and all(conv.bias is not None and torch.all(conv.bias == 0) for conv in convolutions)
+    assert norms and all(norm.momentum == 0.001 and norm.eps == 1e-3 for norm in norms)
+
+
+def test_uniform_bias_initialisation_keeps_pytorchs_default_bound():
+    torch.manual_seed(0)
+    model = WideResNet(depth=16, widen_factor=2, conv_bias_init="uniform")
+    for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
+        fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        assert conv.bias.abs().max() <= fan_in ** -0.5
+        assert conv.bias.std() > 0.25 * fan_in ** -0.5  # U(-b, b) has std b / sqrt(3)
+
+
+def _first_batch_norm_gradients(width_change_conv_input: str) -> dict[str, torch.Tensor | None]:
+    torch.manual_seed(0)
+    model = WideResNet(depth=10, widen_factor=2, width_change_conv_input=width_change_conv_input)
+    model(torch.randn(8, 3, 32, 32)).square().mean().backward()
+    return {f"group {g}": model.groups[g][0].bn1.weight.grad for g in range(3)}
+
+
+def test_raw_width_change_input_feeds_conv1_of_groups_2_and_3_without_their_bn1_as_torchssl_does():
+    activated = _first_batch_norm_gradients("activated")
+    raw = _first_batch_norm_gradients("raw")
+    assert all(gradient is not None for gradient in activated.values())
+    assert raw["group 0"] is not None  # the first block activates before its residual either way
+    assert raw["group 1"] is None and raw["group 2"] is None
+
+
+def test_raw_width_change_input_still_moves_the_unused_batch_norm_statistics():
+    torch.manual_seed(0)
+    model = WideResNet(depth=10, widen_factor=2, width_change_conv_input="raw")
+    model(torch.randn(8, 3, 32, 32))
+    assert not torch.all(model.groups[1][0].bn1.running_mean == 0)
 
 
 def test_activations_are_leaky_relu_with_slope_0_1():

@@ -1,9 +1,14 @@
 """Wide ResNet (Zagoruyko & Komodakis 2016) as the FixMatch paper uses it: WRN-28-2 for CIFAR-10.
 
-Pre-activation residual blocks, LeakyReLU(0.1), batch norm with momentum 0.001 (TensorFlow's
-decay 0.999), convolutions without bias. The block follows FixMatch's reference code: the
-first block of the network adds its residual to the activated input, later blocks to the raw
-input (through a 1x1 projection where the width or stride changes).
+Pre-activation residual blocks, LeakyReLU(0.1), batch norm with momentum 0.001 and epsilon 1e-3
+(TensorFlow's decay 0.999 and default epsilon), convolutions with biases that start at zero
+(tf.layers.conv2d's defaults). The block follows FixMatch's reference code: the first block of
+the network adds its residual to the activated input, later blocks to the raw input (through a
+1x1 projection where the width or stride changes); conv1 always sees the activated input.
+
+Two switches give TorchSSL's network instead (implementations/ledger.py): `conv_bias_init="uniform"`
+keeps PyTorch's default bias initialisation, and `width_change_conv_input="raw"` feeds conv1 of the
+width-changing blocks with the raw input, as TorchSSL's models/nets/wrn.py does.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ LEAKY_RELU_SLOPE = 0.1
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False)
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1)
 
 
 def _activation() -> nn.LeakyReLU:
@@ -26,24 +31,28 @@ def _activation() -> nn.LeakyReLU:
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, stride: int, activate_before_residual: bool):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, activate_before_residual: bool,
+                 bn_eps: float, conv_input_raw: bool = False):
         super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_channels, momentum=BN_MOMENTUM)
+        self.bn1 = nn.BatchNorm2d(in_channels, eps=bn_eps, momentum=BN_MOMENTUM)
         self.conv1 = _conv3x3(in_channels, out_channels, stride)
-        self.bn2 = nn.BatchNorm2d(out_channels, momentum=BN_MOMENTUM)
+        self.bn2 = nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=BN_MOMENTUM)
         self.conv2 = _conv3x3(out_channels, out_channels)
         self.activation = _activation()
         self.activate_before_residual = activate_before_residual
+        self.conv_input_raw = conv_input_raw
         self.projection = (
-            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+            nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride)
             if in_channels != out_channels or stride != 1
             else None
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # With conv_input_raw (TorchSSL's block) the activation is still computed, as TorchSSL computes it:
+        # bn1's running statistics move although its output is discarded.
         activated = self.activation(self.bn1(x))
         residual = activated if self.activate_before_residual else x
-        out = self.conv1(activated)
+        out = self.conv1(x if self.conv_input_raw else activated)
         out = self.conv2(self.activation(self.bn2(out)))
         if self.projection is not None:
             residual = self.projection(residual)
@@ -53,8 +62,13 @@ class ResidualBlock(nn.Module):
 class WideResNet(nn.Module):
     """WRN-depth-width: 3 groups of (depth - 4) / 6 blocks with 16·w, 32·w, 64·w channels."""
 
-    def __init__(self, num_classes: int = 10, depth: int = 28, widen_factor: int = 2):
+    def __init__(self, num_classes: int = 10, depth: int = 28, widen_factor: int = 2, bn_eps: float = 1e-3,
+                 conv_bias_init: str = "zeros", width_change_conv_input: str = "activated"):
         super().__init__()
+        if conv_bias_init not in ("zeros", "uniform"):
+            raise ValueError(f"conv_bias_init must be 'zeros' or 'uniform', got {conv_bias_init!r}")
+        if width_change_conv_input not in ("activated", "raw"):
+            raise ValueError(f"width_change_conv_input must be 'activated' or 'raw', got {width_change_conv_input!r}")
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WRN depth must be 6n + 4 with n >= 1, got {depth}")
         blocks_per_group = (depth - 4) // 6
@@ -70,21 +84,27 @@ class WideResNet(nn.Module):
                     out_channels,
                     stride if block == 0 else 1,
                     activate_before_residual=(group == 0 and block == 0),
+                    bn_eps=bn_eps,
+                    # the first block of groups 2 and 3 changes the width without activating before its residual
+                    conv_input_raw=width_change_conv_input == "raw" and group > 0 and block == 0,
                 )
                 for block in range(blocks_per_group)
             ]
             groups.append(nn.Sequential(*blocks))
         self.groups = nn.Sequential(*groups)
-        self.final_bn = nn.BatchNorm2d(widths[3], momentum=BN_MOMENTUM)
+        self.final_bn = nn.BatchNorm2d(widths[3], eps=bn_eps, momentum=BN_MOMENTUM)
         self.activation = _activation()
         self.classifier = nn.Linear(widths[3], num_classes)
-        self._initialise()
+        self._initialise(zero_conv_biases=conv_bias_init == "zeros")
 
-    def _initialise(self) -> None:
-        # As in FixMatch's reference code: He-normal convolutions (fan-out), unit BN, Xavier classifier.
+    def _initialise(self, zero_conv_biases: bool) -> None:
+        # As in FixMatch's reference code: He-normal convolutions (fan-out), unit BN, Xavier classifier,
+        # zero biases. Without zero_conv_biases the convolution biases keep PyTorch's default initialisation.
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="leaky_relu")
+                if zero_conv_biases:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.BatchNorm2d):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
