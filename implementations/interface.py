@@ -94,9 +94,10 @@ class TrainConfig:
     cutout_geometry: Literal["pixel_centres", "truncated_corners"] = "pixel_centres"
     posterize_max_bits: int = 8  # Posterize keeps 4..posterize_max_bits bits
     normalization: Literal["kekmodel", "torchssl"] = "kekmodel"  # which CIFAR-10 mean/std constants
-    eval_interval: int = 5000
-    log_interval: int = 100
-    checkpoint_interval: int = 5000
+    eval_interval: int = 1024  # the paper's 64 kimg between evaluations
+    log_interval: int = 128
+    checkpoint_interval: int = 1024
+    checkpoint_minutes: float = 10.0  # also checkpoint once this much training time has passed since the last one
     eval_batch_size: int = 1024
     seed: int = 0
     device: str = "auto"  # "auto" resolves to cuda when present, else cpu
@@ -139,11 +140,18 @@ class ImageData:
 
 
 class MetricsSink(Protocol):
-    """Where an implementation reports its numbers; the harness backs it with MLflow."""
+    """Where an implementation reports its numbers; the harness backs it with MLflow.
+
+    `checkpointed(iteration)`: a durable checkpoint of `iteration` exists now (or the run resumes from it, or
+    starts afresh with 0). What was logged up to it is final; anything logged beyond it belongs to an
+    interrupted attempt and is discarded, so that the run's history is the one of the attempt that goes on.
+    """
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
     def log_confusion_matrix(self, matrix: np.ndarray, step: int) -> None: ...
+
+    def checkpointed(self, iteration: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -169,6 +177,15 @@ class Implementation(Protocol):
     name: str
 
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult: ...
+
+
+def resolve_device(name: str) -> str:
+    """A TrainConfig device: "auto" is "cuda" where PyTorch sees a GPU, else "cpu"; anything else as given."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class NonFiniteLossError(RuntimeError):

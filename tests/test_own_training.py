@@ -36,6 +36,7 @@ class RecordingSink:
     def __init__(self, crash_after: int | None = None):
         self.metrics: dict[str, dict[int, float]] = {}
         self.confusion_steps: list[int] = []
+        self.checkpoints: list[int] = []
         self.crash_after = crash_after
 
     def log_metrics(self, metrics, step):
@@ -47,10 +48,13 @@ class RecordingSink:
     def log_confusion_matrix(self, matrix, step):
         self.confusion_steps.append(step)
 
+    def checkpointed(self, iteration):
+        self.checkpoints.append(iteration)
+
 
 def final_weights(work_dir) -> dict[str, torch.Tensor]:
-    checkpoint = torch.load(work_dir / CHECKPOINT_NAME, weights_only=False)
-    return {**checkpoint["model"], **{"ema." + k: v for k, v in checkpoint["ema"].items()}}
+    training = torch.load(work_dir / CHECKPOINT_NAME, weights_only=False)["training"]
+    return {**training["model"], **{"ema." + k: v for k, v in training["ema"].items()}}
 
 
 def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):

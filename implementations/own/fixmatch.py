@@ -30,6 +30,7 @@ class FixMatchLoss:
     unsupervised: torch.Tensor
     mask: torch.Tensor  # 1.0 where the weak prediction is confident enough to be a pseudo-label
     pseudo_labels: torch.Tensor
+    logits: torch.Tensor | None = None  # of [weak(x); weak(u); strong(u)], as the model gave them
 
 
 def fixmatch_loss(
@@ -66,14 +67,17 @@ def fixmatch_step(
     labeled_logits, weak_logits, strong_logits = logits.split(
         [len(labeled_images), len(weak_images), len(strong_images)]
     )
-    return fixmatch_loss(labeled_logits, labels, weak_logits, strong_logits, threshold, unsupervised_weight)
+    loss = fixmatch_loss(labeled_logits, labels, weak_logits, strong_logits, threshold, unsupervised_weight)
+    loss.logits = logits
+    return loss
 
 
 def supervised_step(model: nn.Module, labeled_images: torch.Tensor, labels: torch.Tensor) -> FixMatchLoss:
     """The supervised-only baseline (λ = 0, no unlabeled batch), reported in the same shape."""
-    supervised = F.cross_entropy(model(labeled_images).float(), labels)
+    logits = model(labeled_images)
+    supervised = F.cross_entropy(logits.float(), labels)
     empty = labels.new_zeros(0)
-    return FixMatchLoss(supervised, supervised, torch.zeros_like(supervised), empty.float(), empty)
+    return FixMatchLoss(supervised, supervised, torch.zeros_like(supervised), empty.float(), empty, logits)
 
 
 def build_optimizer(model: nn.Module, learning_rate: float, momentum: float, nesterov: bool,

@@ -1,5 +1,11 @@
-"""The training loop of the own implementation: batches in, FixMatch step, EMA, evaluation,
-training signals, checkpoints. The method itself is in fixmatch.py."""
+"""The training loop of the own implementation, in named stages: build (`FixMatchTraining`), restore
+(`Checkpoint`), step (`FixMatchTraining.step`), and the end-of-iteration bookkeeping (training signals,
+evaluation, checkpoints). The method itself is in fixmatch.py.
+
+A checkpoint is written at every `checkpoint_interval` iterations, and also once `checkpoint_minutes` of
+training have passed since the last one, so that an interruption costs minutes. Each written checkpoint
+is reported to the sink (`MetricsSink.checkpointed`): what was logged up to it is then final.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,10 @@ import contextlib
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from implementations import interface as names
@@ -17,27 +25,28 @@ from implementations.interface import (
     NonFiniteLossError,
     RunInputs,
     RunResult,
+    TrainConfig,
+    resolve_device,
     training_signal_metrics,
 )
+from implementations.own.augment_batched import normalize
 from implementations.own.batches import Batch, TrainingBatches
 from implementations.own.evaluate import classification_metrics
 from implementations.own.fixmatch import (
+    FixMatchLoss,
     WeightEMA,
     build_optimizer,
     cosine_schedule,
     fixmatch_step,
     supervised_step,
 )
-from implementations.own.augment_batched import normalize
 from implementations.own.wide_resnet import WideResNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+class CheckpointError(RuntimeError):
+    """The run's checkpoint cannot be read; the message names the file and what to do."""
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -57,29 +66,153 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def build_model(config: TrainConfig, num_classes: int) -> WideResNet:
+    return WideResNet(num_classes, config.depth, config.widen_factor, bn_eps=config.bn_eps,
+                      conv_bias_init=config.conv_bias_init, width_change_conv_input=config.width_change_conv_input)
+
+
+class FixMatchTraining:
+    """The model, optimiser, schedule, gradient scaler and EMA of one run, stepped one batch at a time."""
+
+    def __init__(self, config: TrainConfig, num_classes: int, device: torch.device):
+        self.config = config
+        self.autocast = autocast_dtype(config.precision, device)
+        self.model = build_model(config, num_classes).to(device)
+        if config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = WeightEMA(self.model, config.ema_decay)
+        self.ema.module.eval()
+        self.optimizer = build_optimizer(self.model, config.learning_rate, config.momentum, config.nesterov,
+                                         config.weight_decay, device)
+        self.scheduler = cosine_schedule(self.optimizer, config.iterations)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.autocast == torch.float16)
+        self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.model.train()  # evaluation uses the EMA copy, so the trained model never leaves train mode
+
+    def step(self, batch: Batch) -> tuple[FixMatchLoss, float]:
+        """One iteration: loss, backward, SGD step, schedule step, EMA update. Returns the loss (the gradients
+        stay on the parameters until the next step) and the learning rate the step used."""
+        device_type = batch.labeled_images.device.type
+        with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
+            if batch.weak_images is None:
+                loss = supervised_step(self.forward_model, batch.labeled_images, batch.labels)
+            else:
+                loss = fixmatch_step(self.forward_model, batch.labeled_images, batch.labels, batch.weak_images,
+                                     batch.strong_images, self.config.threshold, self.config.unsupervised_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        learning_rate = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.ema.update(self.model)
+        return loss, learning_rate
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@dataclass
+class Progress:
+    """Where the run stands: what a checkpoint holds besides the training state and the random streams."""
+
+    iteration: int = 0
+    best_top1: float = -1.0
+    best_iteration: int = 0
+    last_evaluation: dict[str, float] = field(default_factory=dict)
+    confusion: np.ndarray | None = None  # at the last evaluation
+
+
+class Checkpoint:
+    """`checkpoint.pt` in the work dir: written to a temporary name and renamed, so a kill during the write
+    leaves the previous one intact."""
+
+    def __init__(self, work_dir: Path):
+        self.path = Path(work_dir) / CHECKPOINT_NAME
+
+    def load(self, device: torch.device) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location=device, weights_only=False)
+            if not isinstance(saved.get("progress"), Progress):
+                raise ValueError("it is not a checkpoint of this version of the own implementation")
+        except Exception as error:
+            raise CheckpointError(
+                f"the checkpoint {self.path} cannot be read ({_first_line(error)}); delete it to train this run "
+                f"from the start (its MLflow run then starts over too)") from None
+        return saved
+
+    def save(self, training: FixMatchTraining, batches: TrainingBatches, signals: TrainingSignals,
+             progress: Progress) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        torch.save({"training": training.state_dict(), "batches": batches.state_dict(),
+                    "signals": signals.state_dict(), "torch_rng": torch.get_rng_state(), "progress": progress},
+                   temporary)
+        os.replace(temporary, self.path)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
 class TrainingSignals:
-    """Sums of the per-iteration training signals, kept on the device between log intervals."""
+    """Sums of the per-iteration training signals, kept on the device between log intervals, and the first
+    iteration whose loss was not finite (also on the device: checking it costs no host synchronisation
+    until the next log, evaluation or checkpoint, which read it before they report anything)."""
 
     # supervised, unsupervised, total loss; kept pseudo-labels; correct kept pseudo-labels
     SIZE = 5
 
     def __init__(self, device: torch.device):
         self.sums = torch.zeros(self.SIZE, dtype=torch.float64, device=device)
+        self.first_non_finite_iteration = torch.zeros((), dtype=torch.int64, device=device)  # 0: none
         self.unlabeled_images = 0
         self.iterations = 0
         self.data_wait_seconds = 0.0
         self.started = time.perf_counter()
 
-    def add(self, loss, unlabeled_true_labels: torch.Tensor | None) -> None:
+    def add(self, loss: FixMatchLoss, unlabeled_true_labels: torch.Tensor | None, iteration: int) -> None:
         if unlabeled_true_labels is None:
             kept = correct = torch.zeros((), device=self.sums.device)
         else:
             kept = loss.mask.sum()
             correct = (loss.mask * (loss.pseudo_labels == unlabeled_true_labels)).sum()
             self.unlabeled_images += len(unlabeled_true_labels)
-        self.sums += torch.stack([loss.supervised.detach(), loss.unsupervised.detach(), loss.total.detach(),
-                                  kept, correct]).double()
+        total = loss.total.detach()
+        self.sums += torch.stack([loss.supervised.detach(), loss.unsupervised.detach(), total, kept, correct]).double()
+        first_bad = torch.where(torch.isfinite(total), 0, iteration)
+        self.first_non_finite_iteration = torch.where(self.first_non_finite_iteration > 0,
+                                                      self.first_non_finite_iteration, first_bad)
         self.iterations += 1
+
+    def raise_if_non_finite(self) -> None:
+        iteration = int(self.first_non_finite_iteration)
+        if iteration:
+            raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {iteration}; "
+                                     "the run is stopped")
+
+    def state_dict(self) -> dict:
+        """The window so far (a checkpoint may fall inside a log window): a resumed run logs the same means."""
+        return {"sums": self.sums.clone(), "unlabeled_images": self.unlabeled_images, "iterations": self.iterations,
+                "data_wait_seconds": self.data_wait_seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sums.copy_(state["sums"])
+        self.unlabeled_images = state["unlabeled_images"]
+        self.iterations = state["iterations"]
+        self.data_wait_seconds = state["data_wait_seconds"]
 
     @contextlib.contextmanager
     def paused(self):
@@ -91,8 +224,6 @@ class TrainingSignals:
     def summarise(self, learning_rate: float) -> dict[str, float]:
         """The means since the last summary (one host synchronisation), then start afresh."""
         supervised, unsupervised, total, kept, correct = self.sums.tolist()
-        if not math.isfinite(total):
-            raise NonFiniteLossError("the training loss became NaN or infinite; the run is stopped")
         metrics = training_signal_metrics(
             (supervised, unsupervised, total, kept, self.unlabeled_images, correct),
             self.iterations, learning_rate, time.perf_counter() - self.started, self.data_wait_seconds,
@@ -105,6 +236,32 @@ class TrainingSignals:
         return metrics
 
 
+class Evaluator:
+    """The EMA model on the test set, in fp32 whatever the training precision, logged as one evaluation."""
+
+    def __init__(self, run: RunInputs, device: torch.device):
+        config = run.config
+        self.class_names = run.data.class_names
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.batch_size = config.eval_batch_size
+        self.normalization = config.normalization
+        self.images = torch.from_numpy(run.data.test_images).to(device).permute(0, 3, 1, 2).contiguous()
+        self.labels = torch.from_numpy(run.data.test_labels).to(device)
+
+    @torch.no_grad()
+    def evaluate(self, ema_model: torch.nn.Module, progress: Progress, sink: MetricsSink) -> None:
+        logits = torch.cat([
+            ema_model(normalize(chunk, self.normalization).contiguous(memory_format=self.memory_format)).float()
+            for chunk in self.images.split(self.batch_size)
+        ])
+        metrics, confusion = classification_metrics(logits, self.labels, self.class_names)
+        if metrics[names.EVAL_TOP1] > progress.best_top1:
+            progress.best_top1, progress.best_iteration = metrics[names.EVAL_TOP1], progress.iteration
+        progress.last_evaluation, progress.confusion = metrics, confusion
+        sink.log_metrics(metrics, step=progress.iteration)
+        sink.log_confusion_matrix(confusion, step=progress.iteration)
+
+
 class OwnFixMatch:
     """FixMatch written from the paper; see fixmatch.py for the method."""
 
@@ -112,118 +269,60 @@ class OwnFixMatch:
 
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult:
         config = run.config
-        device = resolve_device(config.device)
-        dtype = autocast_dtype(config.precision, device)
+        device = torch.device(resolve_device(config.device))
         torch.manual_seed(config.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        model = WideResNet(run.data.num_classes, config.depth, config.widen_factor).to(device)
-        if config.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        ema = WeightEMA(model, config.ema_decay)
-        ema.module.eval()
-        optimizer = build_optimizer(model, config.learning_rate, config.momentum, config.nesterov,
-                                    config.weight_decay, device)
-        scheduler = cosine_schedule(optimizer, config.iterations)
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+        training = FixMatchTraining(config, run.data.num_classes, device)
         batches = TrainingBatches(run.data, run.labeled_indices, config, device)
-        forward_model = torch.compile(model) if config.compile else model
-
-        state = {"iteration": 0, "best_top1": -1.0, "best_iteration": 0, "last_eval": {}, "confusion": None}
-        checkpoint_path = Path(run.work_dir) / CHECKPOINT_NAME
-        if checkpoint_path.exists():
-            saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-            model.load_state_dict(saved["model"])
-            ema.load_state_dict(saved["ema"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            scaler.load_state_dict(saved["scaler"])
-            batches.load_state_dict(saved["batches"])
-            torch.set_rng_state(saved["torch_rng"])
-            state = saved["state"]
-
-        test_images = torch.from_numpy(run.data.test_images).to(device).permute(0, 3, 1, 2).contiguous()
-        test_labels = torch.from_numpy(run.data.test_labels).to(device)
         signals = TrainingSignals(device)
-        model.train()  # evaluation uses the EMA copy, so the trained model never leaves train mode
+        checkpoint = Checkpoint(run.work_dir)
+        progress = Progress()
+        saved = checkpoint.load(device)
+        if saved is not None:
+            training.load_state_dict(saved["training"])
+            batches.load_state_dict(saved["batches"])
+            signals.load_state_dict(saved["signals"])
+            torch.set_rng_state(saved["torch_rng"])
+            progress = saved["progress"]
+        # Logged beyond the checkpoint by an interrupted attempt: abandoned, this attempt logs it again.
+        sink.checkpointed(progress.iteration)
 
-        while state["iteration"] < config.iterations:
+        evaluator = Evaluator(run, device)
+        last_checkpoint_time = time.monotonic()
+        while progress.iteration < config.iterations:
             waited_from = time.perf_counter()
-            batch: Batch = batches.next()
+            batch = batches.next()
             signals.data_wait_seconds += time.perf_counter() - waited_from
+            loss, learning_rate = training.step(batch)
+            progress.iteration += 1
+            signals.add(loss, batch.unlabeled_true_labels, progress.iteration)
 
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                if batch.weak_images is None:
-                    loss = supervised_step(forward_model, batch.labeled_images, batch.labels)
-                else:
-                    loss = fixmatch_step(forward_model, batch.labeled_images, batch.labels, batch.weak_images,
-                                         batch.strong_images, config.threshold, config.unsupervised_weight)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss.total).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            learning_rate = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            ema.update(model)
-            signals.add(loss, batch.unlabeled_true_labels)
-            state["iteration"] += 1
-            iteration = state["iteration"]
-            last = iteration == config.iterations
-
-            if iteration % config.log_interval == 0 or last:
-                training_signals = signals.summarise(learning_rate)
-                with signals.paused():
-                    sink.log_metrics(training_signals, step=iteration)
-            if iteration % config.eval_interval == 0 or last:
-                with signals.paused():
-                    self._evaluate_and_log(ema.module, test_images, test_labels, run, sink, state)
-            if iteration % config.checkpoint_interval == 0 or last:
-                if not torch.isfinite(signals.sums).all():
-                    raise NonFiniteLossError("the training loss became NaN or infinite; the run is stopped")
-                with signals.paused():
-                    _save_atomically({
-                        "model": model.state_dict(),
-                        "ema": ema.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "batches": batches.state_dict(),
-                        "torch_rng": torch.get_rng_state(),
-                        "state": state,
-                    }, checkpoint_path)
+            iteration, last = progress.iteration, progress.iteration == config.iterations
+            log_due = iteration % config.log_interval == 0 or last
+            evaluation_due = iteration % config.eval_interval == 0 or last
+            checkpoint_due = (iteration % config.checkpoint_interval == 0 or last
+                              or time.monotonic() - last_checkpoint_time > 60 * config.checkpoint_minutes)
+            if not (log_due or evaluation_due or checkpoint_due):
+                continue
+            signals.raise_if_non_finite()  # before anything of this iteration is logged or checkpointed
+            with signals.paused():
+                if log_due:
+                    sink.log_metrics(signals.summarise(learning_rate), step=iteration)
+                if evaluation_due:
+                    evaluator.evaluate(training.ema.module, progress, sink)
+                if checkpoint_due:
+                    checkpoint.save(training, batches, signals, progress)
+                    last_checkpoint_time = time.monotonic()
+                    sink.checkpointed(iteration)
 
         return RunResult(
-            iterations=state["iteration"],
-            final_metrics=dict(state["last_eval"]),
-            best_top1=state["best_top1"],
-            best_iteration=state["best_iteration"],
-            confusion_matrix=state["confusion"],
-            extra={"device": str(device), "autocast_dtype": str(dtype).replace("torch.", "") if dtype else "float32"},
+            iterations=progress.iteration,
+            final_metrics=dict(progress.last_evaluation),
+            best_top1=progress.best_top1,
+            best_iteration=progress.best_iteration,
+            confusion_matrix=progress.confusion,
+            extra={"device": str(device),
+                   "autocast_dtype": str(training.autocast).replace("torch.", "") if training.autocast else "float32"},
         )
-
-    @torch.no_grad()
-    def _evaluate_and_log(self, ema_model, test_images, test_labels, run: RunInputs, sink: MetricsSink, state) -> None:
-        config = run.config
-        dtype = autocast_dtype(config.precision, test_images.device)
-        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        with torch.autocast(test_images.device.type, dtype=dtype, enabled=dtype is not None):
-            logits = torch.cat([
-                ema_model(normalize(chunk).contiguous(memory_format=memory_format)).float()
-                for chunk in test_images.split(config.eval_batch_size)
-            ])
-        metrics, confusion = classification_metrics(logits, test_labels, run.data.class_names)
-        iteration = state["iteration"]
-        if metrics[names.EVAL_TOP1] > state["best_top1"]:
-            state["best_top1"], state["best_iteration"] = metrics[names.EVAL_TOP1], iteration
-        state["last_eval"], state["confusion"] = metrics, confusion
-        sink.log_metrics(metrics, step=iteration)
-        sink.log_confusion_matrix(confusion, step=iteration)
-
-
-def _save_atomically(checkpoint: dict, path: Path) -> None:
-    """A kill during the write leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    torch.save(checkpoint, temporary)
-    os.replace(temporary, path)
