@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -253,40 +254,112 @@ def highest_logged_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
     return {key: max(point.step for point in client.get_metric_history(run_id, key)) for key in run.data.metrics}
 
 
-class MlflowMetricsSink:
-    """The `MetricsSink` the harness gives an implementation: each `log_metrics` call is one
-    `log_batch` write (implementations call it at their logging interval, never per step).
+class MetricsJournal:
+    """A run's metrics and confusion matrices waiting in its work dir (JSON lines) until a checkpoint covers
+    them. A kill can tear only the line being written, which is then ignored."""
 
-    A resumed run replays the iterations between its last checkpoint and the moment it was stopped;
-    what it had logged then is still in the store. The sink learns the highest step of every key when
-    it opens and drops anything at or below it, so no (key, step) is ever logged twice.
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def append(self, entry: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as journal:
+            journal.write(json.dumps(entry) + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())
+
+    def entries(self) -> list[dict]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in lines:
+            try:
+                entries.append(json.loads(line))
+            except ValueError:  # the line a kill tore
+                continue
+        return entries
+
+    def replace(self, entries: list[dict]) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text("".join(json.dumps(entry) + "\n" for entry in entries), encoding="utf-8")
+        os.replace(temporary, self.path)
+
+
+class MlflowMetricsSink:
+    """The `MetricsSink` the harness gives an implementation.
+
+    One history per run: every number first goes to the run's journal in its work dir and reaches MLflow only
+    when the implementation reports a durable checkpoint covering it (`checkpointed`), as one `log_batch` per
+    checkpoint. A killed attempt's numbers after its last checkpoint are dropped when the next attempt
+    resumes from that checkpoint, so MLflow never holds points of an abandoned attempt. When the store cannot
+    be reached, the numbers wait in the journal and go with the next checkpoint (or the next `bench run`);
+    training goes on. No (key, step) already in the store is logged again.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, class_names: tuple[str, ...],
+    def __init__(self, client: MlflowClient, run_id: str, class_names: tuple[str, ...], journal_path: Path | str,
                  on_log: Callable[[Mapping[str, float], int], None] | None = None):
         self.client = client
         self.run_id = run_id
         self.class_names = tuple(class_names)
+        self.journal = MetricsJournal(journal_path)
         self.on_log = on_log
         self._highest_step = highest_logged_steps(client, run_id)
+        self.unsent_reason: str | None = None  # why the last send failed, while entries wait
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        step = int(step)
-        timestamp = int(time.time() * 1000)
-        fresh = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()
-                 if step > self._highest_step.get(key, -1)]
-        for chunk in _chunks(fresh, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
-        for metric in fresh:
-            self._highest_step[metric.key] = step
+        self.journal.append({"step": int(step), "time": int(time.time() * 1000),
+                             "metrics": {key: float(value) for key, value in metrics.items()}})
         if self.on_log is not None:
-            self.on_log(metrics, step)
+            self.on_log(metrics, int(step))
 
     def log_confusion_matrix(self, matrix: np.ndarray, step: int) -> None:
-        """`confusion_matrix/step_<iteration:08d>.json`; rewriting a replayed step writes the same file."""
-        document = {"step": int(step), "class_names": list(self.class_names),
-                    "matrix": np.asarray(matrix).astype(int).tolist()}
-        self.client.log_text(self.run_id, json.dumps(document), confusion_matrix_artifact(step))
+        self.journal.append({"step": int(step), "confusion": np.asarray(matrix).astype(int).tolist()})
+
+    def checkpointed(self, iteration: int) -> None:
+        """Send what the checkpoint of `iteration` covers; drop what an interrupted attempt logged beyond it."""
+        covered = [entry for entry in self.journal.entries() if entry["step"] <= iteration]
+        unsent = self._send(covered)
+        self.journal.replace(unsent)
+
+    def flush(self) -> None:
+        """Send everything in the journal (the run has ended); raises TrackingError when the store is unreachable."""
+        unsent = self._send(self.journal.entries())
+        self.journal.replace(unsent)
+        if unsent:
+            raise TrackingError(f"{len(unsent)} logged values of run {self.run_id} wait in {self.journal.path}: "
+                                f"the store cannot be reached ({self.unsent_reason}).")
+
+    def _send(self, entries: list[dict]) -> list[dict]:
+        """Log the entries; those that could not be sent are returned."""
+        try:
+            metrics = [Metric(key, value, entry["time"], entry["step"])
+                       for entry in entries if "metrics" in entry
+                       for key, value in entry["metrics"].items()
+                       if entry["step"] > self._highest_step.get(key, -1)]
+            for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+                self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
+                for metric in chunk:  # sent: never again, even when a later chunk fails
+                    self._highest_step[metric.key] = max(metric.step, self._highest_step.get(metric.key, -1))
+            for entry in entries:
+                if "confusion" in entry:
+                    document = {"step": entry["step"], "class_names": list(self.class_names), "matrix": entry["confusion"]}
+                    self.client.log_text(self.run_id, json.dumps(document), confusion_matrix_artifact(entry["step"]))
+        except Exception as error:  # an unreachable server, a locked database: the entries wait for the next try
+            self.unsent_reason = _first_line(error)
+            print(f"--- MLflow could not take {len(entries)} journal entries ({self.unsent_reason}); they wait in "
+                  f"{self.journal.path}", file=sys.stderr, flush=True)
+            return entries
+        self.unsent_reason = None
+        return []
+
+
+def log_metrics_at(client: MlflowClient, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+    """Metrics of a finished run (its summary), in one batch."""
+    timestamp = int(time.time() * 1000)
+    entries = [Metric(key, float(value), timestamp, int(step)) for key, value in metrics.items()]
+    for chunk in _chunks(entries, MAX_METRICS_PER_BATCH):
+        client.log_batch(run_id, metrics=chunk, synchronous=True)
 
 
 def confusion_matrix_artifact(step: int) -> str:

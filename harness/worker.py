@@ -31,6 +31,7 @@ SPEC_FILE = "spec.json"
 LOG_FILE = "worker.log"
 
 LOCK_FILE = "worker.lock"
+JOURNAL_FILE = "metrics_journal.jsonl"  # logged numbers waiting for the checkpoint that covers them
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_KILLED, EXIT_BUSY = 0, 1, 3, 4
 
@@ -178,12 +179,14 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
 
         inputs, split = _load_inputs(spec, config)
         _record_run_facts(client, spec, config, inputs, split)
-        sink = tracking.MlflowMetricsSink(client, spec.run_id, inputs.data.class_names, on_log=events.on_metrics)
+        sink = tracking.MlflowMetricsSink(client, spec.run_id, inputs.data.class_names,
+                                          Path(spec.work_dir) / JOURNAL_FILE, on_log=events.on_metrics)
 
         from implementations import load_implementation
 
         result = load_implementation(spec.impl).train(inputs, sink)
-        _record_result(client, spec, inputs, sink, result)
+        sink.flush()
+        _record_result(client, spec, inputs, result)
         status = "FINISHED"
     except Stopped as stop:
         status, message = "KILLED", f"stopped by {stop} after iteration {events.last_iteration}"
@@ -260,11 +263,12 @@ def _torchssl_checkout_tags() -> dict[str, str]:
     return {"torchssl_commit": checkout.commit, "torchssl_tree_clean": str(checkout.clean).lower()}
 
 
-def _record_result(client, spec: RunSpec, inputs: RunInputs, sink, result) -> None:
+def _record_result(client, spec: RunSpec, inputs: RunInputs, result) -> None:
     from harness import tracking
 
-    sink.log_metrics({"summary/best_top1": result.best_top1, "summary/best_iteration": result.best_iteration,
-                      "summary/iterations": result.iterations}, step=result.iterations)
+    tracking.log_metrics_at(client, spec.run_id, {"summary/best_top1": result.best_top1,
+                                                  "summary/best_iteration": result.best_iteration,
+                                                  "summary/iterations": result.iterations}, step=result.iterations)
     if result.confusion_matrix is not None:
         tracking.log_confusion_matrix_figure(client, spec.run_id, result.confusion_matrix, inputs.data.class_names,
                                              title=f"{spec.run_name}, iteration {result.iterations}")

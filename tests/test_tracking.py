@@ -79,46 +79,90 @@ def test_an_unreachable_server_fails_within_seconds_in_one_sentence():
     assert "\n" not in message
 
 
-def test_the_sink_logs_each_call_as_metrics_at_that_step(client, run_id):
-    sink = tracking.MlflowMetricsSink(client, run_id, ("a", "b"))
+def sink_for(client, run_id, tmp_path, class_names=("a",), **options) -> tracking.MlflowMetricsSink:
+    return tracking.MlflowMetricsSink(client, run_id, class_names, tmp_path / "journal.jsonl", **options)
+
+
+def history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    return [(point.step, point.value) for point in client.get_metric_history(run_id, key)]
+
+
+def test_logged_metrics_reach_mlflow_when_a_checkpoint_covers_them(client, run_id, tmp_path):
+    sink = sink_for(client, run_id, tmp_path)
     sink.log_metrics({"train/total_loss": 2.5, "train/lr": 0.03}, step=5)
+    assert history(client, run_id, "train/total_loss") == []
+    sink.checkpointed(5)
+    assert history(client, run_id, "train/total_loss") == [(5, 2.5)]
     sink.log_metrics({"train/total_loss": 2.0, "train/lr": 0.029}, step=10)
-    assert [(point.step, point.value) for point in client.get_metric_history(run_id, "train/total_loss")] == [
-        (5, 2.5), (10, 2.0)]
+    sink.checkpointed(10)
+    assert history(client, run_id, "train/total_loss") == [(5, 2.5), (10, 2.0)]
+    assert history(client, run_id, "train/lr") == [(5, 0.03), (10, 0.029)]
 
 
-def test_a_reopened_sink_never_logs_a_key_at_a_step_already_in_the_store(client, run_id):
-    first = tracking.MlflowMetricsSink(client, run_id, ("a",))
+def test_a_resumed_attempt_drops_what_the_interrupted_one_logged_after_its_checkpoint(client, run_id, tmp_path):
+    interrupted = sink_for(client, run_id, tmp_path)
     for step in (5, 10, 15):
-        first.log_metrics({"train/total_loss": float(step)}, step=step)
-    first.log_metrics({"eval/top1": 0.1}, step=10)
-    # A resumed attempt restarts from the checkpoint at 5 and replays 10 and 15 before going further.
-    resumed = tracking.MlflowMetricsSink(client, run_id, ("a",))
+        interrupted.log_metrics({"train/total_loss": float(step)}, step=step)
+    interrupted.log_metrics({"eval/top1": 0.1}, step=10)
+    interrupted.checkpointed(5)  # ... and the process is killed at iteration 17
+    resumed = sink_for(client, run_id, tmp_path)
+    resumed.checkpointed(5)  # the new attempt resumes from the checkpoint at 5
     for step in (10, 15, 20):
         resumed.log_metrics({"train/total_loss": 100.0 + step}, step=step)
     resumed.log_metrics({"eval/top1": 0.2}, step=20)
-    assert [(point.step, point.value) for point in client.get_metric_history(run_id, "train/total_loss")] == [
-        (5, 5.0), (10, 10.0), (15, 15.0), (20, 120.0)]
-    assert steps(client, run_id, "eval/top1") == [10, 20]
+    resumed.checkpointed(20)
+    assert history(client, run_id, "train/total_loss") == [(5, 5.0), (10, 110.0), (15, 115.0), (20, 120.0)]
+    assert history(client, run_id, "eval/top1") == [(20, 0.2)]
 
 
-def test_the_sink_splits_writes_at_mlflows_batch_limit(client, run_id):
-    sink = tracking.MlflowMetricsSink(client, run_id, ("a",))
+def test_entries_covered_by_a_checkpoint_but_unsent_when_killed_are_sent_on_resume(client, run_id, tmp_path):
+    interrupted = sink_for(client, run_id, tmp_path)
+    interrupted.log_metrics({"train/total_loss": 1.0}, step=5)
+    interrupted.log_metrics({"train/total_loss": 2.0}, step=10)  # killed after checkpointing 10, before sending
+    sink_for(client, run_id, tmp_path).checkpointed(10)
+    assert history(client, run_id, "train/total_loss") == [(5, 1.0), (10, 2.0)]
+
+
+def test_a_reopened_sink_never_logs_a_key_at_a_step_already_in_the_store(client, run_id, tmp_path):
+    first = sink_for(client, run_id, tmp_path)
+    first.log_metrics({"train/total_loss": 5.0}, step=5)
+    first.checkpointed(5)
+    again = sink_for(client, run_id, tmp_path / "other")  # e.g. a journal replayed from elsewhere
+    (tmp_path / "other").mkdir()
+    again.log_metrics({"train/total_loss": 50.0}, step=5)
+    again.log_metrics({"train/total_loss": 10.0}, step=10)
+    again.checkpointed(10)
+    assert history(client, run_id, "train/total_loss") == [(5, 5.0), (10, 10.0)]
+
+
+def test_a_journal_line_torn_by_a_kill_is_ignored(client, run_id, tmp_path):
+    sink = sink_for(client, run_id, tmp_path)
+    sink.log_metrics({"train/total_loss": 1.0}, step=5)
+    with open(tmp_path / "journal.jsonl", "a") as journal:
+        journal.write('{"step": 10, "metr')
+    sink_for(client, run_id, tmp_path).checkpointed(10)
+    assert history(client, run_id, "train/total_loss") == [(5, 1.0)]
+
+
+def test_the_sink_splits_writes_at_mlflows_batch_limit(client, run_id, tmp_path):
+    sink = sink_for(client, run_id, tmp_path)
     metrics = {f"eval/class_accuracy/class_{index:04d}": index / 2500 for index in range(2500)}
     sink.log_metrics(metrics, step=7)
+    sink.checkpointed(7)
     assert client.get_run(run_id).data.metrics == metrics
 
 
-def test_the_sink_reports_every_call_to_its_listener(client, run_id):
+def test_the_sink_reports_every_call_to_its_listener_at_once(client, run_id, tmp_path):
     heard = []
-    sink = tracking.MlflowMetricsSink(client, run_id, ("a",), on_log=lambda metrics, step: heard.append((step, dict(metrics))))
+    sink = sink_for(client, run_id, tmp_path, on_log=lambda metrics, step: heard.append((step, dict(metrics))))
     sink.log_metrics({"eval/top1": 0.5}, step=20)
     assert heard == [(20, {"eval/top1": 0.5})]
 
 
-def test_each_confusion_matrix_is_a_json_artifact_named_by_its_iteration(client, run_id):
-    sink = tracking.MlflowMetricsSink(client, run_id, ("cat", "dog"))
+def test_each_confusion_matrix_is_a_json_artifact_named_by_its_iteration(client, run_id, tmp_path):
+    sink = sink_for(client, run_id, tmp_path, class_names=("cat", "dog"))
     sink.log_confusion_matrix(np.array([[3, 1], [0, 4]]), step=250)
+    sink.checkpointed(250)
     uri = f"{client.get_run(run_id).info.artifact_uri}/confusion_matrix/step_00000250.json"
     assert json.loads(mlflow.artifacts.load_text(uri)) == {"step": 250, "class_names": ["cat", "dog"],
                                                            "matrix": [[3, 1], [0, 4]]}
