@@ -46,7 +46,8 @@ import numpy as np
 import yaml
 
 from harness import vendor
-from implementations.interface import MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig, EVAL_TOP1
+from implementations.interface import (EVAL_TOP1, MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig,
+                                       resolve_device)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CONFIG = "config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
@@ -71,6 +72,11 @@ HYPERPARAMETER_NAMES = {
     "eval_interval": "num_eval_iter",
     "eval_batch_size": "eval_batch_size",
     "seed": "seed",
+}
+# Every TrainConfig field the adapter reads: the hyper-parameters above, and what it needs to log, checkpoint
+# and refuse what TorchSSL cannot run (unsupported_reason). The other fields are own's alone.
+CONFIG_FIELDS = frozenset(HYPERPARAMETER_NAMES) | {
+    "preset", "algorithm", "nesterov", "device", "log_interval", "checkpoint_interval", "checkpoint_minutes",
 }
 # Arguments that say where and how TorchSSL runs, not what it learns.
 ENVIRONMENT_ARGS = ("save_dir", "save_name", "resume", "load_path", "overwrite", "use_tensorboard", "data_dir",
@@ -164,14 +170,6 @@ def build_torchssl_args(reference: Mapping[str, object], config: TrainConfig, *,
     return args
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        import torch
-
-        return "cuda:0" if torch.cuda.is_available() else "cpu"
-    return "cuda:0" if name == "cuda" else name
-
-
 class TorchSSLFixMatch:
     """TorchSSL's FixMatch (the reference), run in a child process on our split and images."""
 
@@ -185,6 +183,7 @@ class TorchSSLFixMatch:
         if reason:
             raise ValueError(reason)
         device = resolve_device(config.device)
+        device = "cuda:0" if device == "cuda" else device
         on_cpu = device == "cpu"
 
         save_dir = Path(run.work_dir).resolve() / "torchssl"
@@ -212,6 +211,8 @@ class TorchSSLFixMatch:
                 "class_names": list(run.data.class_names),
                 "log_interval": config.log_interval,
                 "checkpoint_interval": config.checkpoint_interval,
+                "checkpoint_minutes": config.checkpoint_minutes,
+                "checkpoint_name": CHECKPOINT_NAME,
                 "emulate_cuda": on_cpu,
             }, save_dir)
 
@@ -318,10 +319,13 @@ class _ChildStream:
             self.evaluations.append((step, float(message["metrics"][EVAL_TOP1])))
             self._save_evaluations()
         elif kind == "started":
-            # Evaluations after the checkpoint it resumes from belong to the abandoned continuation.
+            # What was logged after the checkpoint it resumes from belongs to the abandoned continuation.
             start = int(message["start_iteration"])
             self.evaluations = [entry for entry in self.evaluations if entry[0] <= start]
             self._save_evaluations()
+            self.sink.checkpointed(start)
+        elif kind == "checkpoint":
+            self.sink.checkpointed(int(message["step"]))
         elif kind == "result":
             self.result = message
         elif kind == "error":

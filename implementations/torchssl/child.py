@@ -14,9 +14,11 @@ before `main_worker` starts (the spec is written by adapter.py):
   with the count confusion matrix of the same predictions, and `FixMatch.train`'s return (its final
   evaluation, which `main_worker` discards) go to the parent as JSON lines on a pipe, under our
   names (metrics.py). `EMA.update`, called once at the end of every iteration, marks the iteration
-  boundary; there the window is logged, a checkpoint is written every `checkpoint_interval`
-  iterations with TorchSSL's own `save_model`, and the child exits if its parent is gone;
-- checkpoints are written to a temporary name and renamed, so a kill never leaves a torn one;
+  boundary; there a non-finite loss stops the run at once, the window is logged, a checkpoint is
+  written every `checkpoint_interval` iterations (or `checkpoint_minutes` after the last one) with
+  TorchSSL's own `save_model`, and the child exits if its parent is gone;
+- checkpoints are written to a temporary name and renamed, so a kill never leaves a torn one; each
+  durable `latest_model.pth` is reported ("checkpoint"), so the adapter can tell the sink;
 - `TBLog.update`, TorchSSL's curve writer, does nothing: our metrics replace its curves;
 - the data stream ends after K iterations in total (see "Resume" in adapter.py).
 
@@ -40,7 +42,7 @@ import types  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from implementations.torchssl.metrics import TrainingWindow, eval_metrics, is_finite_summary  # noqa: E402
+from implementations.torchssl.metrics import TrainingWindow, eval_metrics  # noqa: E402
 
 EXIT_FAILED, EXIT_NON_FINITE = 1, 3
 TORCHSSL_TOP_LEVEL_MODULES = ("models", "datasets", "utils", "train_utils", "fixmatch", "custom_writer")
@@ -90,6 +92,9 @@ class Bridge:
         self.channel = channel
         self.log_interval = int(spec["log_interval"])
         self.checkpoint_interval = int(spec["checkpoint_interval"])
+        self.checkpoint_name = spec["checkpoint_name"]  # the one it resumes from
+        self.checkpoint_seconds = 60 * float(spec["checkpoint_minutes"])
+        self.last_checkpoint_time = time.monotonic()
         self.class_names = tuple(spec["class_names"])
         self.expected_labeled = np.load(spec["labeled_indices"])
         self.parent_pid = int(spec["parent_pid"])
@@ -151,6 +156,10 @@ class Bridge:
         fixmatch, current = self.fixmatch, self.current
         self.iterations_done = int(fixmatch.it) + 1
         self.trained_here = True
+        total_loss = current["supervised_loss"].detach() + fixmatch.lambda_u * current["unsupervised_loss"].detach()
+        if not torch.isfinite(total_loss):  # TorchSSL synchronises every iteration anyway: checking costs nothing
+            raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite at iteration "
+                                    f"{self.iterations_done}; the run is stopped")
         true_labels = self.train_labels[current["unlabeled_indices"].to(self.train_labels.device)]
         self.window.add(current["supervised_loss"], current["unsupervised_loss"], fixmatch.lambda_u,
                         current["kept"], current["pseudo_labels"], true_labels, current["learning_rate"],
@@ -158,17 +167,17 @@ class Bridge:
         self.current = {"data_wait": 0.0}
         done = self.iterations_done
         if done % self.log_interval == 0 or done == self.args.num_train_iter:
-            summary = self.window.summarise()
-            if not is_finite_summary(summary):
-                raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite by iteration {done}; "
-                                        f"the run is stopped")
-            self.channel.send("metrics", step=done, metrics=summary)
-        if done % self.checkpoint_interval == 0:
-            fixmatch.save_model("latest_model.pth", os.path.join(self.args.save_dir, self.args.save_name))
+            self.channel.send("metrics", step=done, metrics=self.window.summarise())
+        if done % self.checkpoint_interval == 0 or time.monotonic() - self.last_checkpoint_time > self.checkpoint_seconds:
+            fixmatch.save_model(self.checkpoint_name, os.path.join(self.args.save_dir, self.args.save_name))
         if os.getppid() != self.parent_pid:
             os._exit(EXIT_FAILED)  # the adapter is gone (killed): nobody reads our numbers any more
         self.iteration_started = time.perf_counter()
         self.paused_seconds = 0.0
+
+    def checkpointed(self) -> None:
+        self.last_checkpoint_time = time.monotonic()
+        self.channel.send("checkpoint", step=self.iterations_done)
 
     def on_evaluation(self, torchssl_eval: dict) -> None:
         counts, self.confusion_counts = self.confusion_counts, None
@@ -188,20 +197,11 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     import sklearn.metrics
 
     import datasets.data_utils as data_utils
-    import datasets.ssl_dataset as ssl_dataset
     import models.fixmatch.fixmatch as fixmatch_model
     import train_utils
 
     fixmatch_class = fixmatch_model.FixMatch
-
-    def get_data(self, svhn_extra=True):
-        if self.name.lower() != "cifar10":
-            raise RuntimeError(f"the adapter provides CIFAR-10 only, TorchSSL asked for {self.name}")
-        if self.train:
-            return arrays["train_images"], arrays["train_labels"].tolist()
-        return arrays["test_images"], arrays["test_labels"].tolist()
-
-    ssl_dataset.SSL_Dataset.get_data = get_data
+    serve_our_arrays(arrays)
 
     original_sample = data_utils.sample_labeled_data
 
@@ -243,6 +243,8 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
         with bridge.paused():
             original_save(self, save_name + ".partial", save_path)
             os.replace(os.path.join(save_path, save_name + ".partial"), os.path.join(save_path, save_name))
+        if save_name == bridge.checkpoint_name and bridge.trained_here:  # the one it resumes from: durable now
+            bridge.checkpointed()
 
     fixmatch_class.save_model = save_model
 
@@ -293,6 +295,20 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     train_utils.TBLog.update = tb_log_update
 
 
+def serve_our_arrays(arrays: dict[str, np.ndarray]) -> None:
+    """TorchSSL's `SSL_Dataset.get_data` returns our image arrays instead of downloading CIFAR-10."""
+    import datasets.ssl_dataset as ssl_dataset
+
+    def get_data(self, svhn_extra=True):
+        if self.name.lower() != "cifar10":
+            raise RuntimeError(f"the adapter provides CIFAR-10 only, TorchSSL asked for {self.name}")
+        if self.train:
+            return arrays["train_images"], arrays["train_labels"].tolist()
+        return arrays["test_images"], arrays["test_labels"].tolist()
+
+    ssl_dataset.SSL_Dataset.get_data = get_data
+
+
 def _tensorboard_stand_in() -> None:
     """TorchSSL imports SummaryWriter at module level but, with use_tensorboard=False, never builds one."""
     try:
@@ -319,8 +335,9 @@ def _die_with_parent() -> None:
         pass  # elsewhere the per-iteration parent check ends it
 
 
-def run(spec: dict, channel: Channel) -> None:
-    if spec["emulate_cuda"]:
+def make_torchssl_importable(checkout: str, emulate_cuda: bool) -> None:
+    """CPU stand-ins for CUDA (when asked), torchvision's import, and the checkout first on sys.path."""
+    if emulate_cuda:
         from implementations.torchssl.cuda_on_cpu import pretend_cuda_on_cpu
 
         pretend_cuda_on_cpu()
@@ -330,8 +347,11 @@ def run(spec: dict, channel: Channel) -> None:
     clashes = [name for name in TORCHSSL_TOP_LEVEL_MODULES if name in sys.modules]
     if clashes:
         raise RuntimeError(f"modules named {clashes} are already imported and would shadow TorchSSL's")
-    sys.path.insert(0, spec["checkout"])
+    sys.path.insert(0, checkout)
 
+
+def run(spec: dict, channel: Channel) -> None:
+    make_torchssl_importable(spec["checkout"], spec["emulate_cuda"])
     arrays = {name: np.load(path) for name, path in spec["arrays"].items()}
     bridge = Bridge(spec, channel, arrays["train_labels"])
     import fixmatch as torchssl_fixmatch  # TorchSSL's fixmatch.py

@@ -29,7 +29,6 @@ entries (its `prefecth_time`/`run_time` are single-iteration timings).
 
 from __future__ import annotations
 
-import math
 from typing import Mapping
 
 import numpy as np
@@ -111,7 +110,3 @@ class TrainingWindow:
         self.data_wait_seconds = 0.0
         self.training_seconds = 0.0
         return metrics
-
-
-def is_finite_summary(metrics: Mapping[str, float]) -> bool:
-    return math.isfinite(metrics.get(names.TRAIN_TOTAL_LOSS, 0.0))
