@@ -78,6 +78,33 @@ def ui_command(port: int, host: str, output_dir: Path, tracking_uri: str | None)
 
 
 
+# --- bench parity: owned by harness/parity.py
+@main.command("parity")
+@click.option("--labels", type=int, default=40, show_default=True, help="Label count of the split the batches come from.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Training iterations to compare.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the batches and the initial weights.")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
+              help="Folder holding cifar-10-batches-py (or that folder itself).")
+@click.option("--own-default", "own_defaults", multiple=True, metavar="FIELD",
+              help="Leave this ledger switch at own's default (repeatable): shows what that difference changes.")
+@click.option("--list", "list_ledger", is_flag=True, help="Print the difference ledger and exit.")
+def parity_command(labels: int, steps: int, seed: int, data_dir: Path, own_defaults: tuple[str, ...],
+                   list_ledger: bool) -> None:
+    """Check step by step that own, set to TorchSSL's choices, computes what TorchSSL's code computes.
+
+    Same initial weights, the same fixed augmented batches; per step the logits, losses, mask, pseudo-labels,
+    gradients, parameters, EMA, batch-norm statistics and learning rate are compared (WRN-28-2 on the CPU).
+    Exit 1 beyond the fp32 tolerance.
+    """
+    from harness.parity import ParityOptions, format_ledger, run_parity
+
+    if list_ledger:
+        click.echo(format_ledger())
+        return
+    raise SystemExit(run_parity(ParityOptions(labels=labels, steps=steps, seed=seed, data_dir=data_dir,
+                                              own_defaults=own_defaults)))
+
+
 # --- bench vendor: owned by harness/vendor.py
 @main.group()
 def vendor() -> None:

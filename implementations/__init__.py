@@ -1,19 +1,44 @@
-"""FixMatch implementations behind one interface (see interface.py)."""
+"""FixMatch implementations behind one interface (see interface.py).
+
+- `own`: FixMatch written from the paper (implementations/own), with the paper's choices;
+- `own-as-torchssl`: the same code with every switch of the difference ledger (ledger.py) at TorchSSL's
+  choice, so that own and TorchSSL can be told apart from the choices they make;
+- `torchssl`: TorchSSL's own FixMatch at the pinned commit, unmodified (implementations/torchssl).
+"""
 
 from __future__ import annotations
 
 import importlib
 
-from implementations.interface import Implementation
+from implementations.interface import Implementation, TrainConfig
 
 # name -> "module:class"; imported only when asked for, so one implementation's
 # dependencies never load into another's process.
 IMPLEMENTATIONS = {
     "own": "implementations.own.trainer:OwnFixMatch",
+    "own-as-torchssl": "implementations.own.trainer:OwnFixMatch",
     "torchssl": "implementations.torchssl.adapter:TorchSSLFixMatch",
 }
-
 
 def load_implementation(name: str) -> Implementation:
     module_name, class_name = IMPLEMENTATIONS[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)()
+
+
+def configure(name: str, config: TrainConfig) -> TrainConfig:
+    """The configuration implementation `name` runs with, from the grid's."""
+    if name == "own-as-torchssl":
+        from implementations.ledger import TORCHSSL_CHOICES
+
+        return config.replace(**TORCHSSL_CHOICES)
+    return config
+
+
+def fields_used(name: str) -> frozenset[str]:
+    """The TrainConfig fields implementation `name` reads: what its runs are identified and recorded by, so
+    that changing a field one implementation never reads re-trains none of its runs."""
+    if name == "torchssl":
+        from implementations.torchssl.adapter import CONFIG_FIELDS
+
+        return CONFIG_FIELDS
+    return frozenset(TrainConfig().as_params())

@@ -1,0 +1,134 @@
+"""TorchSSL's side of `bench parity`: `python -m implementations.torchssl.parity_child <spec.json>`.
+
+TorchSSL's `main_worker` builds its WRN, FixMatch, optimizer (with its weight-decay grouping) and cosine
+schedule from the pinned checkout, unmodified, on the CPU (cuda_on_cpu.py) and on our arrays; then its own
+`FixMatch.train` runs K iterations, with three things changed from outside when `train` starts:
+the weights are replaced by the initial weights own starts from (TorchSSL's own initialisation is kept
+for the comparison of initial distributions), and its data loaders by the fixed, already augmented
+batches own trains on, and a small fixed evaluation batch.
+
+Recorded at every iteration, as TorchSSL's code computes them: the logits and the supervised loss (its
+`ce_loss`), the unsupervised loss, mask and pseudo-labels (its `consistency_loss`), the learning rate of the
+step, and, when its `EMA.update` ends the iteration, every parameter's gradient and value, the EMA
+parameters and the batch-norm buffers. Written with torch.save to the spec's `output`.
+"""
+
+import sys
+
+sys.dont_write_bytecode = True  # before any import: no __pycache__ inside the TorchSSL checkout
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from implementations.torchssl.child import make_torchssl_importable, serve_our_arrays  # noqa: E402
+
+
+def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    return None if tensor is None else tensor.detach().clone().contiguous()
+
+
+class StepRecorder:
+    def __init__(self):
+        self.steps: list[dict] = []
+        self.current: dict = {}
+        self.fresh_initialisation: list[torch.Tensor] = []
+        self.state_names: list[str] = []
+        self.fixmatch = None  # TorchSSL's FixMatch object, once its train() starts
+
+
+def install_hooks(spec: dict, recorder: StepRecorder) -> None:
+    import models.fixmatch.fixmatch as fixmatch_model
+    import train_utils
+
+    fixmatch_class = fixmatch_model.FixMatch
+    original_train = fixmatch_class.train
+
+    @functools.wraps(original_train)
+    def train(self, args, logger=None):
+        recorder.fixmatch = self
+        state = self.model.state_dict()
+        recorder.state_names = list(state)
+        recorder.fresh_initialisation = [_clone(tensor) for tensor in state.values()]
+        initial = torch.load(spec["initial_weights"])
+        if len(initial) != len(state) or any(a.shape != b.shape for a, b in zip(initial, state.values())):
+            raise RuntimeError("own's initial weights do not match TorchSSL's WRN tensor for tensor")
+        self.model.load_state_dict(dict(zip(state, initial)))
+        inputs = torch.load(spec["inputs"])
+        self.loader_dict = {
+            "train_lb": [(None, step["labeled_images"], step["labels"]) for step in inputs["steps"]],
+            "train_ulb": [(None, step["weak_images"], step["strong_images"]) for step in inputs["steps"]],
+            "eval": [(None, inputs["eval_images"], inputs["eval_labels"])],
+        }
+        return original_train(self, args, logger=logger)
+
+    fixmatch_class.train = train
+
+    original_ce_loss = fixmatch_model.ce_loss  # in this module only the supervised loss uses it
+
+    @functools.wraps(original_ce_loss)
+    def ce_loss(logits, *args, **kwargs):
+        loss = original_ce_loss(logits, *args, **kwargs)
+        recorder.current.update(labeled_logits=_clone(logits), supervised_loss=_clone(loss))
+        return loss
+
+    fixmatch_model.ce_loss = ce_loss
+
+    original_consistency_loss = fixmatch_model.consistency_loss
+
+    @functools.wraps(original_consistency_loss)
+    def consistency_loss(logits_s, logits_w, *args, **kwargs):
+        result = original_consistency_loss(logits_s, logits_w, *args, **kwargs)
+        unsupervised_loss, _mask_mean, select, pseudo_labels = result
+        recorder.current.update(weak_logits=_clone(logits_w), strong_logits=_clone(logits_s),
+                                unsupervised_loss=_clone(unsupervised_loss), mask=select.detach().float(),
+                                pseudo_labels=_clone(pseudo_labels),
+                                learning_rate=recorder.fixmatch.optimizer.param_groups[0]["lr"])  # before the step
+        return result
+
+    fixmatch_model.consistency_loss = consistency_loss
+
+    original_update = train_utils.EMA.update
+
+    @functools.wraps(original_update)
+    def update(self):
+        # Called after the optimizer and scheduler steps; TorchSSL zeroes the gradients after it.
+        original_update(self)
+        model = self.model
+        step = recorder.current
+        step["logits"] = torch.cat([step.pop("labeled_logits"), step.pop("weak_logits"), step.pop("strong_logits")])
+        step["total_loss"] = step["supervised_loss"] + recorder.fixmatch.lambda_u * step["unsupervised_loss"]
+        step["gradients"] = [_clone(parameter.grad) for parameter in model.parameters()]
+        step["parameters"] = [_clone(parameter) for parameter in model.parameters()]
+        step["ema_parameters"] = [_clone(self.shadow[name]) for name, _ in model.named_parameters()]
+        step["buffers"] = [_clone(buffer) for buffer in model.buffers()]
+        recorder.steps.append(step)
+        recorder.current = {}
+
+    train_utils.EMA.update = update
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m implementations.torchssl.parity_child <spec.json>", file=sys.stderr)
+        return 2
+    with open(argv[0], encoding="utf-8") as file:
+        spec = json.load(file)
+    make_torchssl_importable(spec["checkout"], emulate_cuda=True)
+    import fixmatch as torchssl_fixmatch  # TorchSSL's fixmatch.py
+
+    serve_our_arrays({name: np.load(path) for name, path in spec["arrays"].items()})
+    recorder = StepRecorder()
+    install_hooks(spec, recorder)
+    args = argparse.Namespace(**spec["torchssl_args"])
+    torchssl_fixmatch.main_worker(args.gpu, 1, args)
+    torch.save({"state_names": recorder.state_names, "fresh_initialisation": recorder.fresh_initialisation,
+                "steps": recorder.steps}, spec["output"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
