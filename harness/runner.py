@@ -14,6 +14,8 @@ MLflow, resumable.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -32,8 +34,9 @@ import click
 
 from harness import tracking
 from harness.presets import PRESETS, resolve_preset
-from harness.worker import EXIT_BUSY, LOG_FILE, SPEC_FILE, RunSpec, hold_run_lock
-from implementations import IMPLEMENTATIONS
+from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, RunSpec,
+                            hold_run_lock, write_worker_file)
+from implementations import IMPLEMENTATIONS, configure, fields_used
 from implementations.interface import EVAL_TOP1, ImageData, TrainConfig
 
 SPLITS_FOLDER = "splits"
@@ -201,7 +204,9 @@ def plan_grid(options: GridOptions) -> GridPlan:
                 if reason:
                     raise click.UsageError(reason)
             for impl in impls:
-                runs.append(PlannedRun(impl, labels, seed, config, split, run_key(impl, labels, seed, config, split.digest)))
+                impl_config = configure(impl, config)
+                runs.append(PlannedRun(impl, labels, seed, impl_config, split,
+                                       run_key(impl, labels, seed, impl_config, split.digest)))
     if "torchssl" in impls:
         _check_torchssl_checkout()
     return GridPlan(options=options, runs=tuple(runs), data=data, store=store,
@@ -276,39 +281,66 @@ def _check_torchssl_checkout() -> None:
 
 
 def run_key(impl: str, labels: int, seed: int, config: TrainConfig, split_digest: str) -> str:
-    """impl-labels-seed-preset-<hash>: the hash covers every hyper-parameter (not the device, which
-    says where a run executes, not what it computes) and the split, so a changed setting or different
-    data makes a new run, and the same command finds its run again."""
-    identity = {key: value for key, value in config.as_params().items() if key != "device"}
+    """impl-labels-seed-preset-<hash>: the hash covers every field the implementation reads (not the device,
+    which says where a run executes, not what it computes) and the split, so a changed setting or different
+    data makes a new run, the same command finds its run again, and a field an implementation never reads
+    (e.g. own's augmentation for TorchSSL) makes no new run of it."""
+    used = fields_used(impl)
+    identity = {key: value for key, value in config.as_params().items() if key in used and key != "device"}
     identity["split_digest"] = split_digest
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{impl}-{labels}-{seed}-{config.preset}-{digest}"
 
 
 # --- 2. execute -----------------------------------------------------------------------------------------
+#
+# Several `bench run` may work on one store and output dir at once (overlapping grids, a second terminal, the
+# same command after the first runner died). Two locks keep them apart:
+# - the store lock (<output_dir>/store.lock), held for the moments a runner finds or creates the experiment,
+#   a parent or a child run, so that each exists once;
+# - the run lock (<output_dir>/<experiment>/<run key>/worker.lock), held by the worker process of that run
+#   for its whole life (the runner takes it and hands the open file to the worker it starts). A runner that
+#   finds it held attaches to that worker: shows its progress (from progress.json in its work dir) and waits
+#   for it to end.
+# A run's work dir is <run key>/<MLflow run id>: a checkpoint belongs to the one MLflow run it was made for,
+# so another store's run (same output dir, other --tracking-uri) never adopts it.
+
+STORE_LOCK = "store.lock"
+WORKER_FILE = "worker.json"  # which MLflow run (and work dir) the run lock's holder works on
 
 
 @dataclass
-class _Launch:
-    """A run about to start or running: its spec, and the worker process once started."""
+class _Active:
+    """A run this runner watches: a worker it started (`process`), or one it attached to."""
 
-    spec: RunSpec
     planned: PlannedRun
+    run_id: str
+    work_dir: Path
     process: subprocess.Popen | None = None
+    worker_pid: int | None = None  # of an attached worker, when known
+    adopted: bool = False  # an attached worker whose runner is gone: this runner stops it on Ctrl-C
     gpu_id: int | None = None
     started: float = 0.0
     log_offset: int = 0
-    finished_event: dict = field(default_factory=dict)
     bar: object = None
     last_iteration: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.planned.name
 
 
 def split_path(output_dir: Path, split) -> Path:
     return output_dir / SPLITS_FOLDER / f"labels{split.num_labels}-seed{split.seed}-{split.digest[:12]}"
 
 
-def work_dir(output_dir: Path, experiment: str, key: str) -> Path:
+def run_folder(output_dir: Path, experiment: str, key: str) -> Path:
+    """Everything of one run key: its lock, and a work dir per MLflow run."""
     return output_dir / tracking.safe_folder_name(experiment) / key
+
+
+def work_dir(output_dir: Path, experiment: str, key: str, run_id: str) -> Path:
+    return run_folder(output_dir, experiment, key) / run_id
 
 
 @dataclass(frozen=True)
@@ -326,70 +358,76 @@ def with_kept_freed_memory(environment: dict[str, str]) -> dict[str, str]:
     return environment
 
 
-def execute_grid(plan: GridPlan) -> GridResult:
+@contextlib.contextmanager
+def store_lock(output_dir: Path):
+    """Exclusive among the runners of this output dir, for finding or creating runs."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / STORE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _read_worker_file(folder: Path) -> dict:
+    try:
+        return json.loads((folder / WORKER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _process_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _save_splits(plan: GridPlan) -> None:
     from harness.splits import LabelSplit, SplitError
 
-    options = plan.options
-    plan.output_dir.mkdir(parents=True, exist_ok=True)
     for split in {run.split.digest: run.split for run in plan.runs}.values():
         path = split_path(plan.output_dir, split)
         try:
             if LabelSplit.load(path).digest == split.digest:
                 continue
-        except SplitError:
+        except SplitError:  # missing, torn or changed: the plan's split is the truth, written again
             pass
         split.save(path)
 
+
+def execute_grid(plan: GridPlan) -> GridResult:
+    options = plan.options
+    plan.output_dir.mkdir(parents=True, exist_ok=True)
+    _save_splits(plan)
     client = plan.store.client()
     try:
-        experiment_id = tracking.get_or_create_experiment(client, options.experiment, plan.store.artifact_root)
+        with store_lock(plan.output_dir):
+            experiment_id = tracking.get_or_create_experiment(client, options.experiment, plan.store.artifact_root)
     except tracking.TrackingError as error:
         raise click.ClickException(str(error)) from None
-    parents = {labels: tracking.find_or_create_parent_run(client, experiment_id, labels, options.preset)
-               for labels in dict.fromkeys(run.labels for run in plan.runs)}
 
     outcomes: dict[str, RunOutcome] = {}
-    launches: list[_Launch] = []
+    resumed = 0
     for planned in plan.runs:
         existing = tracking.find_child_run(client, experiment_id, planned.run_key)
         if existing is not None and existing.info.status == "FINISHED":
             outcomes[planned.run_key] = _outcome_from_store(client, planned.name, existing.info.run_id)
             outcomes[planned.run_key].previously_finished = True
-            continue
-        if existing is not None:
-            run_id = existing.info.run_id
-        else:
-            run_id = tracking.create_child_run(client, experiment_id, parents[planned.labels], planned.name, {
-                "impl": planned.impl, "labels": planned.labels, "seed": planned.seed,
-                "split_digest": planned.split.digest, "preset": planned.config.preset, "run_key": planned.run_key,
-            })
-        folder = work_dir(plan.output_dir, options.experiment, planned.run_key)
-        lock = hold_run_lock(folder)
-        if lock is None:
-            outcomes[planned.run_key] = RunOutcome(planned.name, run_id, "RUNNING",
-                                                   message="another `bench run` is running it now; left alone")
-            continue
-        lock.close()
-        spec = RunSpec(
-            impl=planned.impl, labels=planned.labels, seed=planned.seed, preset=planned.config.preset,
-            run_key=planned.run_key, run_name=planned.name, config=planned.config.as_params(),
-            data_dir=str(plan.data_dir), split_path=str(split_path(plan.output_dir, planned.split)),
-            split_digest=planned.split.digest, tracking_uri=plan.store.tracking_uri,
-            experiment_id=experiment_id, run_id=run_id, work_dir=str(folder),
-        )
-        spec.save(folder / SPEC_FILE)
-        outcomes[planned.run_key] = RunOutcome(planned.name, run_id, "SCHEDULED", log_path=folder / LOG_FILE)
-        launches.append(_Launch(spec=spec, planned=planned))
-
-    _print_grid_header(plan, launches, outcomes)
-    touched_parents = {parents[launch.planned.labels] for launch in launches}
-    for parent_run_id in touched_parents:
-        client.update_run(parent_run_id, status="RUNNING")
-    scheduler = _Scheduler(plan, client, launches, outcomes)
+        resumed += existing is not None and existing.info.status != "FINISHED"
+    pending = [planned for planned in plan.runs if planned.run_key not in outcomes]
+    _print_grid_header(plan, pending, outcomes, resumed)
+    scheduler = _Scheduler(plan, client, experiment_id, pending, outcomes)
     try:
         scheduler.run()
     finally:
-        for parent_run_id in touched_parents:
+        for parent_run_id in scheduler.touched_parents:
             _end_parent(client, experiment_id, parent_run_id)
     outcomes_in_order = [outcomes[run.run_key] for run in plan.runs]
     _print_summary(plan, outcomes_in_order, experiment_id)
@@ -402,14 +440,16 @@ def _outcome_from_store(client, name: str, run_id: str) -> RunOutcome:
     best = metrics.get("summary/best_top1")
     if best is None and EVAL_TOP1 in metrics:
         best = max(point.value for point in client.get_metric_history(run_id, EVAL_TOP1))
-    wall = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None
+    wall = metrics.get("summary/training_seconds")
+    if wall is None and run.info.end_time and run.info.start_time:
+        wall = (run.info.end_time - run.info.start_time) / 1000
     return RunOutcome(name, run_id, run.info.status, final_top1=metrics.get(EVAL_TOP1), best_top1=best,
                       wall_seconds=wall, message=run.data.tags.get(tracking.ERROR_TAG, ""))
 
 
 def _end_parent(client, experiment_id: str, parent_run_id: str) -> None:
     """A parent is FINISHED when all its children are; else FAILED if one failed, else KILLED; it stays
-    RUNNING while another `bench run` runs one of its children."""
+    RUNNING while a worker (of any `bench run`) runs one of its children."""
     children = tracking.search_runs_by_tags(client, experiment_id, {"mlflow.parentRunId": parent_run_id})
     statuses = {child.info.status for child in children}
     if "RUNNING" in statuses:
@@ -419,22 +459,30 @@ def _end_parent(client, experiment_id: str, parent_run_id: str) -> None:
 
 
 class _Scheduler:
-    """Starts workers (at most max_parallel at once), renders their progress, records how they end.
+    """Claims runs (at most max_parallel at once), starts or attaches to their workers, renders their
+    progress, records how they end.
 
     Every worker runs in its own session, so a Ctrl-C in the terminal reaches only the runner, which
-    then stops the workers with SIGTERM (each ends its MLflow run KILLED) and waits for them.
+    then stops the workers it started (and adopted orphans) with SIGTERM (each ends its MLflow run KILLED)
+    and waits for them; workers of another live `bench run` are left alone.
     """
 
-    def __init__(self, plan: GridPlan, client, launches: list[_Launch], outcomes: dict[str, RunOutcome]):
+    POLL_SECONDS = 0.5
+
+    def __init__(self, plan: GridPlan, client, experiment_id: str, pending: list[PlannedRun],
+                 outcomes: dict[str, RunOutcome]):
         self.plan = plan
         self.client = client
-        self.pending = deque(launches)
-        self.active: dict[int, _Launch] = {}  # by pid
+        self.experiment_id = experiment_id
+        self.pending = deque(pending)
+        self.active: dict[str, _Active] = {}  # by run key
         self.outcomes = outcomes
         self.events: queue.Queue = queue.Queue()
         self.free_gpus = deque(plan.gpu_ids)
-        self.progress = _Progress(total=len(launches))
+        self.progress = _Progress(total=len(pending))
         self.stopping = False
+        self.touched_parents: set[str] = set()
+        self.relaunches: dict[str, int] = {}
 
     def run(self) -> None:
         # Ctrl-C and SIGTERM both stop the grid cleanly (SIGINT explicitly too: a shell starts background
@@ -456,113 +504,230 @@ class _Scheduler:
     def _loop(self) -> None:
         while self.pending or self.active:
             while self.pending and len(self.active) < self.plan.max_parallel and not self.stopping:
-                self._start(self.pending.popleft())
+                self._claim(self.pending.popleft())
+            self._loop_once(self.POLL_SECONDS)
+
+    def _loop_once(self, timeout: float) -> None:
+        try:
+            kind, key, payload = self.events.get(timeout=timeout)
+        except queue.Empty:
+            self._poll_attached()
+            return
+        active = self.active.get(key)
+        if active is not None:
+            self._on_event(active, payload) if kind == "event" else self._on_exit(active, payload)
+
+    # -- claiming: finished, attach or launch -------------------------------------------------------------
+
+    def _claim(self, planned: PlannedRun) -> None:
+        plan = self.plan
+        folder = run_folder(plan.output_dir, plan.options.experiment, planned.run_key)
+        with store_lock(plan.output_dir):
+            run_lock = hold_run_lock(folder)
+            if run_lock is None:
+                self._attach(planned, folder)
+                return
             try:
-                kind, pid, payload = self.events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            launch = self.active.get(pid)
-            if launch is None:
-                continue
-            if kind == "event":
-                self._on_event(launch, payload)
-            else:
-                self._on_exit(launch, payload)
+                existing = tracking.find_child_run(self.client, self.experiment_id, planned.run_key)
+                if existing is not None and existing.info.status == "FINISHED":  # finished meanwhile, elsewhere
+                    self.outcomes[planned.run_key] = _outcome_from_store(self.client, planned.name, existing.info.run_id)
+                    self.outcomes[planned.run_key].previously_finished = True
+                    self.progress.run_skipped()
+                    run_lock.close()
+                    return
+                run_id = self._child_run(planned, existing, folder)
+                folder_of_run = work_dir(plan.output_dir, plan.options.experiment, planned.run_key, run_id)
+                spec = RunSpec(
+                    impl=planned.impl, labels=planned.labels, seed=planned.seed, preset=planned.config.preset,
+                    run_key=planned.run_key, run_name=planned.name, config=planned.config.as_params(),
+                    data_dir=str(plan.data_dir), split_path=str(split_path(plan.output_dir, planned.split)),
+                    split_digest=planned.split.digest, tracking_uri=plan.store.tracking_uri,
+                    experiment_id=self.experiment_id, run_id=run_id, work_dir=str(folder_of_run),
+                )
+                folder_of_run.mkdir(parents=True, exist_ok=True)
+                spec.save(folder_of_run / SPEC_FILE)
+                write_worker_file(folder, {"run_id": run_id, "work_dir": str(folder_of_run), "runner_pid": os.getpid()})
+            except BaseException:
+                run_lock.close()
+                raise
+        self._launch(planned, spec, run_lock)
 
-    def _start(self, launch: _Launch) -> None:
-        folder = Path(launch.spec.work_dir)
+    def _child_run(self, planned: PlannedRun, existing, folder: Path) -> str:
+        """The MLflow run to train in: the unfinished one of this run key, unless it has numbers its work dir
+        can no longer continue (the folder was deleted, e.g. after a torn checkpoint): that one goes to MLflow's
+        trash and the run starts afresh in a new one, so that no history is spliced from two attempts."""
+        parent = tracking.find_or_create_parent_run(self.client, self.experiment_id, planned.labels, planned.config.preset)
+        self.touched_parents.add(parent)
+        self.client.update_run(parent, status="RUNNING")
+        if existing is not None:
+            run_id = existing.info.run_id
+            if (folder / run_id).exists() or not existing.data.metrics:
+                return run_id
+            self.client.delete_run(run_id)
+            self.progress.write(f"{planned.name}: its work dir {folder / run_id} is gone, so MLflow run {run_id} "
+                                f"cannot be continued; it is moved to MLflow's trash (`mlflow runs restore --run-id "
+                                f"{run_id}` brings it back) and the run starts afresh in a new MLflow run.")
+        return tracking.create_child_run(self.client, self.experiment_id, parent, planned.name, {
+            "impl": planned.impl, "labels": planned.labels, "seed": planned.seed,
+            "split_digest": planned.split.digest, "preset": planned.config.preset, "run_key": planned.run_key,
+        })
+
+    def _attach(self, planned: PlannedRun, folder: Path) -> None:
+        """Another worker holds the run lock: follow it until it ends."""
+        holder = _read_worker_file(folder)
+        active = _Active(planned, holder.get("run_id", ""), Path(holder.get("work_dir", folder)),
+                         worker_pid=holder.get("worker_pid"), started=time.monotonic())
+        active.adopted = not _process_alive(holder.get("runner_pid"))
+        self.active[planned.run_key] = active
+        whose = "whose `bench run` is gone" if active.adopted else "of another `bench run`"
+        active.bar = self.progress.run_started(planned.name, planned.config.iterations,
+                                               note=f"attached to its running worker ({whose})")
+        self._show_attached_progress(active)
+
+    def _launch(self, planned: PlannedRun, spec: RunSpec, run_lock) -> None:
+        folder = Path(spec.work_dir)
+        active = _Active(planned, spec.run_id, folder)
         log_path = folder / LOG_FILE
-        log = open(log_path, "ab")
-        launch.log_offset = log.tell()
-        environment = with_kept_freed_memory(dict(os.environ))
-        project_root = str(Path(__file__).resolve().parents[1])
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, environment.get("PYTHONPATH")]))
-        if self.free_gpus:
-            launch.gpu_id = self.free_gpus.popleft()
-            environment["CUDA_VISIBLE_DEVICES"] = str(launch.gpu_id)
-        elif self.plan.max_parallel > 1 and "OMP_NUM_THREADS" not in environment:
-            # CPU runs side by side share the cores instead of each taking all of them.
-            environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.plan.max_parallel))
-        launch.process = subprocess.Popen(
-            [sys.executable, "-m", "harness.worker", str(folder / SPEC_FILE)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=environment,
-            start_new_session=True, text=True, bufsize=1,
-        )
-        log.close()
-        launch.started = time.monotonic()
-        self.active[launch.process.pid] = launch
-        launch.bar = self.progress.run_started(launch.spec.run_name, launch.planned.config.iterations)
-        threading.Thread(target=self._read_events, args=(launch.process,), daemon=True).start()
+        with open(log_path, "ab") as log:
+            active.log_offset = log.tell()
+            environment = with_kept_freed_memory(dict(os.environ))
+            project_root = str(Path(__file__).resolve().parents[1])
+            environment["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, environment.get("PYTHONPATH")]))
+            environment[RUN_LOCK_FD_VARIABLE] = str(run_lock.fileno())
+            if self.free_gpus:
+                active.gpu_id = self.free_gpus.popleft()
+                environment["CUDA_VISIBLE_DEVICES"] = str(active.gpu_id)
+            elif self.plan.max_parallel > 1 and "OMP_NUM_THREADS" not in environment:
+                # CPU runs side by side share the cores instead of each taking all of them.
+                environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.plan.max_parallel))
+            try:
+                # The worker inherits the open lock file: the run stays locked exactly as long as it lives.
+                active.process = subprocess.Popen(
+                    [sys.executable, "-m", "harness.worker", str(folder / SPEC_FILE)],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=environment,
+                    start_new_session=True, text=True, bufsize=1, pass_fds=(run_lock.fileno(),),
+                )
+            finally:
+                run_lock.close()
+        active.started = time.monotonic()
+        self.active[planned.run_key] = active
+        active.bar = self.progress.run_started(planned.name, planned.config.iterations)
+        threading.Thread(target=self._read_events, args=(planned.run_key, active.process), daemon=True).start()
 
-    def _read_events(self, process: subprocess.Popen) -> None:
+    # -- following workers ----------------------------------------------------------------------------------
+
+    def _read_events(self, key: str, process: subprocess.Popen) -> None:
         for line in process.stdout:
             try:
                 event = json.loads(line)
             except ValueError:
                 continue
             if isinstance(event, dict):
-                self.events.put(("event", process.pid, event))
-        self.events.put(("exit", process.pid, process.wait()))
+                self.events.put(("event", key, event))
+        self.events.put(("exit", key, process.wait()))
 
-    def _on_event(self, launch: _Launch, event: dict) -> None:
+    def _on_event(self, active: _Active, event: dict) -> None:
         if event.get("event") == "progress":
-            launch.last_iteration = int(event.get("iteration", 0))
-            self.progress.run_progress(launch.bar, launch.spec.run_name, launch.last_iteration, event.get("top1"),
+            active.last_iteration = int(event.get("iteration", 0))
+            self.progress.run_progress(active.bar, active.name, active.last_iteration, event.get("top1"),
                                        bool(event.get("evaluated")))
-        elif event.get("event") == "finished":
-            launch.finished_event = event
 
-    def _on_exit(self, launch: _Launch, return_code: int) -> None:
-        del self.active[launch.process.pid]
-        _kill_process_group(launch.process.pid)  # anything the worker left behind (e.g. TorchSSL's process)
-        if launch.gpu_id is not None:
-            self.free_gpus.append(launch.gpu_id)
-        run_id = launch.spec.run_id
-        outcome = _outcome_from_store(self.client, launch.spec.run_name, run_id)
-        if return_code == EXIT_BUSY:  # another `bench run` started it meanwhile
-            outcome.message = "another `bench run` is running it now; left alone"
-        elif outcome.status in ("RUNNING", "SCHEDULED"):  # the worker died without ending its run
-            if return_code < 0:
-                status = "KILLED"
-                message = f"the worker was killed by {signal.Signals(-return_code).name}"
-            else:
+    def _show_attached_progress(self, active: _Active) -> None:
+        try:
+            event = json.loads((active.work_dir / PROGRESS_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        if int(event.get("iteration", 0)) != active.last_iteration:
+            self._on_event(active, event)
+
+    def _poll_attached(self) -> None:
+        for key, active in list(self.active.items()):
+            if active.process is not None:
+                continue
+            self._show_attached_progress(active)
+            folder = run_folder(self.plan.output_dir, self.plan.options.experiment, key)
+            probe = hold_run_lock(folder)
+            if probe is None:
+                continue
+            probe.close()  # the worker is gone
+            del self.active[key]
+            self._record_end(active, self._ended_outcome(active, None))
+
+    def _on_exit(self, active: _Active, return_code: int) -> None:
+        key = active.planned.run_key
+        del self.active[key]
+        _kill_process_group(active.process.pid)  # anything the worker left behind (e.g. TorchSSL's process)
+        if active.gpu_id is not None:
+            self.free_gpus.append(active.gpu_id)
+        if return_code == EXIT_BUSY:  # another `bench run` started it in the moment between: follow that one
+            self.progress.run_ended(active.bar, None, "")
+            self.pending.appendleft(active.planned)
+            return
+        self._record_end(active, self._ended_outcome(active, return_code))
+
+    def _ended_outcome(self, active: _Active, return_code: int | None) -> RunOutcome:
+        outcome = _outcome_from_store(self.client, active.name, active.run_id) if active.run_id else \
+            RunOutcome(active.name, "", "KILLED", message="its worker ended without saying which run it was")
+        if outcome.status in ("RUNNING", "SCHEDULED") and active.run_id:  # the worker died without ending its run
+            if return_code is not None and return_code < 0:
+                status, message = "KILLED", f"the worker was killed by {signal.Signals(-return_code).name}"
+            elif return_code is not None:
                 status, message = "FAILED", f"the worker exited with code {return_code} before ending its run"
-            message += f" after iteration {launch.last_iteration}; its checkpoint is kept for the next `bench run`"
-            tracking.end_run_with_error(self.client, run_id, status, message)
-            outcome = _outcome_from_store(self.client, launch.spec.run_name, run_id)
-        outcome.wall_seconds = time.monotonic() - launch.started
-        outcome.log_path = Path(launch.spec.work_dir) / LOG_FILE
-        self.outcomes[launch.spec.run_key] = outcome
-        tail = "" if outcome.status == "FINISHED" else _log_tail(outcome.log_path, launch.log_offset)
-        self.progress.run_ended(launch.bar, outcome, tail)
+            else:
+                status, message = "KILLED", "the worker it was attached to ended without ending its run"
+            message += f" after iteration {active.last_iteration}; its checkpoint is kept for the next `bench run`"
+            tracking.end_run_with_error(self.client, active.run_id, status, message)
+            outcome = _outcome_from_store(self.client, active.name, active.run_id)
+        if active.process is not None:
+            outcome.wall_seconds = time.monotonic() - active.started
+            outcome.log_path = active.work_dir / LOG_FILE
+        return outcome
+
+    def _record_end(self, active: _Active, outcome: RunOutcome) -> None:
+        key = active.planned.run_key
+        attached = active.process is None
+        # An attached worker that stopped unfinished (killed by its user, or by a closed terminal's runner) is
+        # resumed by this runner, once; its own runner may be gone.
+        if attached and outcome.status != "FINISHED" and not self.stopping and self.relaunches.get(key, 0) < 1:
+            self.relaunches[key] = self.relaunches.get(key, 0) + 1
+            self.progress.run_ended(active.bar, None, "")
+            self.progress.write(f"{active.name}: the worker this runner followed ended {outcome.status}; resuming it.")
+            self.pending.appendleft(active.planned)
+            return
+        self.outcomes[key] = outcome
+        tail = "" if outcome.status == "FINISHED" or outcome.log_path is None else _log_tail(outcome.log_path, active.log_offset)
+        self.progress.run_ended(active.bar, outcome, tail)
 
     def _stop_all(self) -> None:
-        """Ctrl-C or SIGTERM: start nothing more; stop the workers; wait until each has ended its run."""
+        """Ctrl-C or SIGTERM: start nothing more; stop the workers this runner started or adopted; wait until
+        each has ended its run."""
         self.stopping = True
         self.pending.clear()
+        others = [active for active in self.active.values() if active.process is None and not active.adopted]
+        for active in others:
+            del self.active[active.planned.run_key]
+            self.progress.run_ended(active.bar, None, "")
+        if others:
+            self.progress.write(f"Leaving {len(others)} run(s) to the `bench run` that started them: "
+                                + ", ".join(active.name for active in others) + ".")
         self.progress.write("Stopping: each running worker ends its MLflow run as KILLED and keeps its checkpoint "
                             "(Ctrl-C again to kill them at once)...")
-        for pid in list(self.active):
-            _signal_process_group(pid, signal.SIGTERM)
+        for active in self.active.values():
+            pid = active.process.pid if active.process is not None else active.worker_pid
+            if pid:
+                _signal_process_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + SECONDS_TO_END_AFTER_STOP
         while self.active:
             try:
-                self._loop_once(timeout=max(0.1, deadline - time.monotonic()))
+                self._loop_once(min(0.5, max(0.1, deadline - time.monotonic())))
             except KeyboardInterrupt:
                 deadline = 0
             if time.monotonic() > deadline:
-                for pid in list(self.active):
-                    _signal_process_group(pid, signal.SIGKILL)
+                for active in self.active.values():
+                    pid = active.process.pid if active.process is not None else active.worker_pid
+                    if pid:
+                        _signal_process_group(pid, signal.SIGKILL)
                 deadline = float("inf")
-
-    def _loop_once(self, timeout: float) -> None:
-        try:
-            kind, pid, payload = self.events.get(timeout=min(timeout, 0.5))
-        except queue.Empty:
-            return
-        launch = self.active.get(pid)
-        if launch is not None:
-            self._on_event(launch, payload) if kind == "event" else self._on_exit(launch, payload)
 
 
 def _signal_process_group(pid: int, signal_number: int) -> None:
@@ -612,17 +777,17 @@ class _Progress:
     def write(self, text: str) -> None:
         self.tqdm.write(text, file=sys.stderr)
 
-    def run_started(self, name: str, total_iterations: int):
+    def run_started(self, name: str, total_iterations: int, note: str = "started"):
         self.running += 1
         self._update_grid()
         if not self.interactive:
-            self.write(f"{name}: started")
+            self.write(f"{name}: {note}")
             return None
         slot = next((index for index, taken in enumerate(self.slots) if taken is None), len(self.slots))
         if slot == len(self.slots):
             self.slots.append(None)
         bar = self.tqdm(total=total_iterations, desc=name, position=slot + 1, leave=False, unit="it",
-                        dynamic_ncols=True, postfix="starting")
+                        dynamic_ncols=True, postfix="starting" if note == "started" else note)
         bar.slot = slot
         bar.started = False
         self.slots[slot] = bar
@@ -643,12 +808,22 @@ class _Progress:
             bar.update(iteration - bar.n)
         bar.set_postfix_str(top1_text)
 
-    def run_ended(self, bar, outcome: RunOutcome, log_tail: str) -> None:
+    def run_skipped(self) -> None:
+        """A waiting run turned out finished (by another `bench run`)."""
+        self.counts["FINISHED"] += 1
+        self.grid_bar.update(1)
+        self._update_grid()
+
+    def run_ended(self, bar, outcome: RunOutcome | None, log_tail: str) -> None:
+        """`outcome` None: the run goes back to waiting (its worker is followed, or resumed, next)."""
         self.running -= 1
-        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         if bar is not None:
             self.slots[bar.slot] = None
             bar.close()
+        if outcome is None:
+            self._update_grid()
+            return
+        self.counts[outcome.status] = self.counts.get(outcome.status, 0) + 1
         self.grid_bar.update(1)
         self._update_grid()
         top1 = "" if outcome.final_top1 is None else f", top-1 {100 * outcome.final_top1:.2f}%"
@@ -669,7 +844,7 @@ class _Progress:
 # --- 3. report ------------------------------------------------------------------------------------------
 
 
-def _print_grid_header(plan: GridPlan, launches: list[_Launch], outcomes: dict[str, RunOutcome]) -> None:
+def _print_grid_header(plan: GridPlan, pending: list[PlannedRun], outcomes: dict[str, RunOutcome], resumed: int) -> None:
     done = sum(outcome.previously_finished for outcome in outcomes.values())
     options = plan.options
     data_note = "" if plan.data.official else " (not the official full set)"
@@ -678,10 +853,10 @@ def _print_grid_header(plan: GridPlan, launches: list[_Launch], outcomes: dict[s
     click.echo(f"MLflow: {plan.store.tracking_uri}, experiment '{options.experiment}'.")
     if done:
         click.echo(f"{done} of {len(plan.runs)} runs already finished; skipping them.")
-    resumed = sum(1 for launch in launches if (Path(launch.spec.work_dir) / LOG_FILE).exists())
-    if launches:
-        click.echo(f"Running {len(launches)} run(s)" + (f", {resumed} resumed from an earlier attempt" if resumed else "")
-                   + f", {plan.max_parallel} at a time.")
+    if pending:
+        click.echo(f"Running {len(pending)} run(s)" + (f", {resumed} resumed from an earlier attempt" if resumed else "")
+                   + f", {plan.max_parallel} at a time (a run another `bench run` is training is followed, not started "
+                   "twice).")
 
 
 def _duration(seconds: float | None) -> str:

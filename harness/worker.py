@@ -30,8 +30,11 @@ from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig
 SPEC_FILE = "spec.json"
 LOG_FILE = "worker.log"
 
-LOCK_FILE = "worker.lock"
+LOCK_FILE = "worker.lock"  # in the run key's folder: held by the one worker of that run key
+WORKER_FILE = "worker.json"  # beside it: which MLflow run and work dir the holder works on, and its pid
+RUN_LOCK_FD_VARIABLE = "SSL_BENCH_RUN_LOCK_FD"  # the lock file the runner took and handed over
 JOURNAL_FILE = "metrics_journal.jsonl"  # logged numbers waiting for the checkpoint that covers them
+PROGRESS_FILE = "progress.json"  # the latest progress event, for a `bench run` that attaches
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_KILLED, EXIT_BUSY = 0, 1, 3, 4
 
@@ -59,14 +62,29 @@ class RunSpec:
         return TrainConfig(**self.config)
 
     def save(self, path: Path | str) -> None:
-        path = Path(path)
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2))
-        os.replace(temporary, path)
+        _write_atomically(Path(path), json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: Path | str) -> "RunSpec":
-        return cls(**json.loads(Path(path).read_text()))
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError) as error:
+            raise SpecError(f"The run spec {path} cannot be read ({type(error).__name__}: {error}); run the same "
+                            "`bench run` again, which writes it anew.") from None
+
+
+class SpecError(ValueError):
+    """The spec file is missing, torn or not a spec; the message is one sentence."""
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def write_worker_file(run_key_folder: Path | str, facts: Mapping[str, object]) -> None:
+    _write_atomically(Path(run_key_folder) / WORKER_FILE, json.dumps(dict(facts)))
 
 
 class Stopped(BaseException):
@@ -74,19 +92,26 @@ class Stopped(BaseException):
 
 
 class ProgressEvents:
-    """JSON lines to the runner."""
+    """JSON lines to the runner; the latest progress event also in the work dir, for a runner that attaches."""
 
-    def __init__(self, stream: IO[str], total_iterations: int):
+    def __init__(self, stream: IO[str], total_iterations: int, progress_path: Path | None = None):
         self.stream = stream
         self.total_iterations = total_iterations
+        self.progress_path = progress_path
         self.latest_top1: float | None = None
         self.last_iteration = 0
 
     def send(self, event: str, **fields) -> None:
+        line = json.dumps({"event": event, **fields})
+        if event == "progress" and self.progress_path is not None:
+            try:
+                _write_atomically(self.progress_path, line)
+            except OSError:
+                pass
         if self.stream is None:
             return
         try:
-            self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+            self.stream.write(line + "\n")
             self.stream.flush()
         except OSError:  # nobody listens any more (the runner is gone): the run itself goes on
             self.stream = None
@@ -110,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m harness.worker <spec.json>", file=sys.stderr)
         return 2
     events_stream = _claim_stdout_for_events()
-    spec = RunSpec.load(argv[0])
+    try:
+        spec = RunSpec.load(argv[0])
+    except SpecError as error:
+        print(error, file=sys.stderr)
+        return EXIT_FAILED
     return run_worker(spec, events_stream)
 
 
@@ -131,13 +160,13 @@ def _raise_stopped(signal_number, _frame) -> None:
     raise Stopped(signal.Signals(signal_number).name)
 
 
-def hold_run_lock(work_dir: Path | str):
-    """An open file holding an exclusive lock on the run's work dir, or None when another process (a
+def hold_run_lock(run_key_folder: Path | str):
+    """An open file holding an exclusive lock on the run key's folder, or None when another process (the
     worker of another `bench run`) holds it. The lock goes with the process, however it ends."""
     import fcntl
 
-    Path(work_dir).mkdir(parents=True, exist_ok=True)
-    lock = open(Path(work_dir) / LOCK_FILE, "a")
+    Path(run_key_folder).mkdir(parents=True, exist_ok=True)
+    lock = open(Path(run_key_folder) / LOCK_FILE, "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -146,15 +175,25 @@ def hold_run_lock(work_dir: Path | str):
     return lock
 
 
+def _run_lock(spec: RunSpec):
+    """The lock the runner handed over (an inherited open file), or one taken here (a worker started by hand)."""
+    handed_over = os.environ.pop(RUN_LOCK_FD_VARIABLE, None)
+    if handed_over is not None:
+        return os.fdopen(int(handed_over), "a")
+    return hold_run_lock(Path(spec.work_dir).parent)
+
+
 def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
-    lock = hold_run_lock(spec.work_dir)
+    lock = _run_lock(spec)
     if lock is None:
-        print(f"--- another process is running {spec.run_name} in {spec.work_dir}; leaving it alone",
+        print(f"--- another process is running {spec.run_name} ({Path(spec.work_dir).parent}); leaving it alone",
               file=sys.stderr, flush=True)
         return EXIT_BUSY
+    write_worker_file(Path(spec.work_dir).parent, {"run_id": spec.run_id, "work_dir": spec.work_dir,
+                                                   "worker_pid": os.getpid(), "runner_pid": os.getppid()})
     started = time.monotonic()
     config = spec.train_config()
-    events = ProgressEvents(events_stream, config.iterations)
+    events = ProgressEvents(events_stream, config.iterations, Path(spec.work_dir) / PROGRESS_FILE)
     print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", file=sys.stderr, flush=True)
 
@@ -240,7 +279,11 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
     """Params, tags, split and environment: what the numbers of this run depend on."""
     from harness import tracking
 
-    tracking.log_params_once(client, spec.run_id, {**config.as_params(), "labels": spec.labels})
+    from implementations import fields_used
+
+    used = fields_used(spec.impl)  # a TorchSSL run records only what TorchSSL reads
+    tracking.log_params_once(client, spec.run_id, {**{key: value for key, value in config.as_params().items()
+                                                      if key in used}, "labels": spec.labels})
     tags: dict[str, object] = {
         "data_identity": inputs.data.identity,
         "data_official": str(inputs.data.official).lower(),

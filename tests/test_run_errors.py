@@ -46,7 +46,7 @@ def closed_port() -> int:
 def test_unknown_implementation(output_dir):
     result = bench_run(output_dir, "--impl", "own,mixmatch")
     assert result.exit_code == USAGE_ERROR
-    assert error_line(result) == "Unknown implementation 'mixmatch' in --impl; choose from own, torchssl."
+    assert error_line(result) == "Unknown implementation 'mixmatch' in --impl; choose from own, own-as-torchssl, torchssl."
 
 
 def test_labels_not_divisible_by_the_number_of_classes(output_dir):

@@ -105,6 +105,7 @@ def test_runs_of_different_seeds_train_on_different_splits(grid):
 def test_every_resolved_hyper_parameter_is_a_param(grid):
     params = child(grid, 40, 0).data.params
     expected = {key: str(value) for key, value in SMOKE.replace(device="cpu", seed=0).as_params().items()}
+    expected["cutout_fill"] = "[127, 127, 127]"  # a tuple is logged as JSON, so that it reads back as a list
     assert {key: params[key] for key in expected} == expected
     assert params["labels"] == "40"
 
@@ -190,5 +191,6 @@ def test_running_the_same_command_again_trains_nothing_and_reports_four_runs_alr
     for run in grid["children"]:  # nothing was logged again
         history = grid["client"].get_metric_history(run.info.run_id, names.EVAL_TOP1)
         assert len(history) == SMOKE.iterations // SMOKE.eval_interval
-    work_dirs = [grid["output_dir"] / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] for run in grid["children"]]
+    work_dirs = [grid["output_dir"] / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
+                 for run in grid["children"]]
     assert all((folder / "worker.log").read_text().count("--- worker ended FINISHED") == 1 for folder in work_dirs)

@@ -46,7 +46,7 @@ def child_run(output_dir: Path):
 
 def kill_worker_after_first_checkpoint(runner: subprocess.Popen, output_dir: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
-    while not list(output_dir.glob(f"{tracking.DEFAULT_EXPERIMENT}/*/checkpoint.pt")):
+    while not list(output_dir.glob(f"{tracking.DEFAULT_EXPERIMENT}/*/*/checkpoint.pt")):
         assert runner.poll() is None, "bench run ended before the first checkpoint"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
@@ -66,7 +66,7 @@ def scenario(tmp_path_factory):
     kill_worker_after_first_checkpoint(runner, interrupted_dir)
     killed_stdout, killed_stderr = runner.communicate(timeout=300)
     client, killed = child_run(interrupted_dir)
-    work_dir = interrupted_dir / tracking.DEFAULT_EXPERIMENT / killed.data.tags["run_key"]
+    work_dir = interrupted_dir / tracking.DEFAULT_EXPERIMENT / killed.data.tags["run_key"] / killed.info.run_id
     checkpoint_kept = (work_dir / "checkpoint.pt").exists()
 
     resumed = subprocess.run(bench_command(interrupted_dir), capture_output=True, text=True, timeout=900, env=ENVIRONMENT)
