@@ -40,6 +40,7 @@ class ParityOptions:
     labeled_batch_size: int = 8
     unlabeled_ratio: int = 2
     own_defaults: tuple[str, ...] = ()  # ledger fields left at own's default
+    changes: tuple[tuple[str, object], ...] = ()  # other TrainConfig fields changed (TorchSSL too, where it reads them)
 
 
 @dataclass
@@ -80,7 +81,7 @@ def parity_config(options: ParityOptions) -> TrainConfig:
         # 1 % (against float64); the same kernels on both sides leave only the differences of the method.
         channels_last=False)
     defaults = TrainConfig()
-    return config.replace(**{name: getattr(defaults, name) for name in options.own_defaults})
+    return config.replace(**{name: getattr(defaults, name) for name in options.own_defaults}, **dict(options.changes))
 
 
 def run_parity(options: ParityOptions) -> int:

@@ -1,7 +1,8 @@
-"""`bench run`'s speed knobs reach the resolved configuration of every planned run."""
+"""`bench run`'s plan: the resolved configuration of every planned run, and which runs are the same run."""
 
 from harness.runner import GridOptions, plan_grid
-from tests.fixtures_data import SUBSET_DIR
+from implementations.ledger import TORCHSSL_CHOICES
+from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
 
 
 def test_speed_flags_override_the_preset_and_unset_ones_keep_it(tmp_path, monkeypatch):
@@ -17,3 +18,31 @@ def test_speed_flags_override_the_preset_and_unset_ones_keep_it(tmp_path, monkey
     default_keys = {run.run_key for run in plan_grid(GridOptions(
         labels="40", seeds="0,1", preset="smoke", data_dir=SUBSET_DIR, device="cpu", output_dir=tmp_path / "runs")).runs}
     assert default_keys.isdisjoint(run.run_key for run in plan.runs)  # another setting is another run
+
+
+def _keys_by_impl(tmp_path, **flags) -> dict[str, str]:
+    options = GridOptions(labels="40", seeds="0", preset="smoke", impl="own,own-as-torchssl,torchssl",
+                          data_dir=SUBSET_DIR, device="cpu", output_dir=tmp_path / "runs", **flags)
+    return {run.impl: run.run_key for run in plan_grid(options).runs}
+
+
+def test_an_own_only_flag_makes_new_own_runs_and_keeps_the_torchssl_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    torchssl_checkout()
+    default = _keys_by_impl(tmp_path)
+    for flags in ({"precision": "bf16"}, {"augmentation": "pil"}, {"channels_last": False}, {"compile": True}):
+        changed = _keys_by_impl(tmp_path, **flags)
+        assert changed["torchssl"] == default["torchssl"], flags
+        assert changed["own"] != default["own"], flags
+    assert _keys_by_impl(tmp_path, eval_interval=10)["torchssl"] != default["torchssl"]  # a field TorchSSL reads
+
+
+def test_own_as_torchssl_runs_with_every_ledger_switch_at_torchssls_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    torchssl_checkout()
+    options = GridOptions(labels="40", seeds="0", preset="smoke", impl="own,own-as-torchssl", data_dir=SUBSET_DIR,
+                          device="cpu", output_dir=tmp_path / "runs", precision="bf16")
+    configs = {run.impl: run.config for run in plan_grid(options).runs}
+    assert configs["own"].precision == "bf16" and configs["own"].randaugment_ops == 2
+    for field, value in TORCHSSL_CHOICES.items():
+        assert getattr(configs["own-as-torchssl"], field) == value, field
