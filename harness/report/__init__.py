@@ -1,7 +1,8 @@
 """`bench report`: the runs in MLflow turned into tables, figures, Markdown and PDF.
 
 collect (MLflow → pandas) → tables (numbers) → figures (PNGs) → render (Markdown, PDF).
-The report reads the MLflow store only; it never imports training code.
+The report reads the MLflow store only (and the difference ledger, implementations/ledger.py, which it prints
+beside the runs); it never imports training code.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ from harness.report.figures import draw_section_figures
 from harness.report.render import html_document, markdown_report, write_pdf
 from harness.report.tables import (
     Section,
+    ledger_table,
     other_metrics_table,
     paired_difference_table,
     published_table,
     run_summaries,
     sections,
+    settings_table,
     top1_table,
     unfinished_table,
 )
@@ -63,10 +66,10 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_parent(out_dir)))
     staging.chmod(0o755)  # mkdtemp's 0700 would make the report private to this user
     try:
-        section_tables = {section.slug: _section_tables(section) for section in report_sections}
+        section_tables = {section.slug: _section_tables(section, data) for section in report_sections}
         section_figures = {section.slug: draw_section_figures(data, section, staging) for section in report_sections}
         text = markdown_report(data, report_sections, section_tables, section_figures, unfinished_table(data),
-                               dt.datetime.now(dt.timezone.utc))
+                               ledger_table(), dt.datetime.now(dt.timezone.utc))
         pdf_pages = None
         if "md" in formats:
             (staging / MARKDOWN_NAME).write_text(text, encoding="utf-8")
@@ -87,12 +90,12 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
     )
 
 
-def _section_tables(section: Section) -> list:
-    tables = [top1_table(section), other_metrics_table(section)]
+def _section_tables(section: Section, data) -> list:
+    tables = [top1_table(section)]
     difference = paired_difference_table(section)
     if difference is not None:
         tables.append(difference)
-    tables.append(published_table(section))
+    tables += [settings_table(section, data), other_metrics_table(section), published_table(section)]
     return tables
 
 

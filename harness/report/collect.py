@@ -25,18 +25,22 @@ from mlflow.exceptions import MlflowException
 
 from harness import tracking
 from implementations.interface import TrainConfig
+from implementations.ledger import TORCHSSL_CHOICES
 
 PAPER_ITERATIONS = 2**20
 FINISHED = "FINISHED"
 REPORTED_METRIC_PREFIXES = ("eval/", "train/", "summary/")  # not MLflow's system/* metrics
 
-# TrainConfig fields that change how a run executes but not what it measures. Every other field
-# (including any added later) defines the protocol: runs that differ in one are never pooled.
+# TrainConfig fields that change how a run executes but not what it measures, and the fields where the
+# implementations make their own choices (the difference ledger: shown per implementation, not pooled over).
+# Every other field (including any added later) defines the protocol: runs that differ in one are never pooled.
 EXECUTION_FIELDS = frozenset({
     "preset", "seed", "device", "precision", "channels_last", "compile", "augmentation",
-    "log_interval", "checkpoint_interval", "eval_batch_size",
+    "log_interval", "checkpoint_interval", "checkpoint_minutes", "eval_batch_size",
 })
-PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in EXECUTION_FIELDS)
+IMPLEMENTATION_CHOICE_FIELDS = frozenset(TORCHSSL_CHOICES)
+PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                        if f.name not in EXECUTION_FIELDS | IMPLEMENTATION_CHOICE_FIELDS)
 
 _CONFUSION_ARTIFACT = re.compile(r"step_(\d+)\.json$")  # tracking.confusion_matrix_artifact(step)
 
@@ -160,7 +164,7 @@ def _search(client: MlflowClient, experiment_id: str, run_filter: str) -> pd.Dat
         page = client.search_runs([experiment_id], run_filter, run_view_type=ViewType.ACTIVE_ONLY,
                                   max_results=1000, page_token=page_token)
         for run in page:
-            row = {"run_id": run.info.run_id, "status": run.info.status}
+            row = {"run_id": run.info.run_id, "status": run.info.status, "end_time": run.info.end_time or 0}
             row.update({f"metrics.{key}": value for key, value in run.data.metrics.items()})
             row.update({f"params.{key}": value for key, value in run.data.params.items()})
             row.update({f"tags.{key}": value for key, value in run.data.tags.items()})
@@ -201,6 +205,8 @@ def _run_table(frame: pd.DataFrame) -> pd.DataFrame:
         "torchssl_tree_clean": tag("torchssl_tree_clean"),
         "error": tag(tracking.ERROR_TAG),
         "iterations_planned": pd.to_numeric(param("iterations"), errors="coerce").astype("Int64"),
+        "eval_interval": pd.to_numeric(param("eval_interval"), errors="coerce").astype("Int64"),
+        "end_time": frame["end_time"].fillna(0).astype("int64"),
     })
     protocol = [param(name).fillna("?").astype(str) for name in PROTOCOL_FIELDS]
     runs["protocol"] = [tuple(values) for values in zip(*protocol)] if protocol else [()] * len(runs)

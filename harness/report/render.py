@@ -52,7 +52,7 @@ class _Numbering:
 
 
 def markdown_report(data: ReportData, sections: list[Section], section_tables: dict[str, list[Table]],
-                    section_figures: dict[str, list[FigureFile]], unfinished: Table | None,
+                    section_figures: dict[str, list[FigureFile]], unfinished: Table | None, ledger: Table,
                     generated_at: dt.datetime) -> str:
     numbering = _Numbering()
     finished, pending = len(data.finished), len(data.unfinished)
@@ -78,6 +78,7 @@ def markdown_report(data: ReportData, sections: list[Section], section_tables: d
                       f"*Figure {numbering.figures}. {figure.caption}*", ""]
     if unfinished is not None:
         lines += ["## Unfinished runs", ""] + _table_markdown(unfinished, numbering)
+    lines += ["## What own and TorchSSL do differently", ""] + _table_markdown(ledger, numbering)
     lines += how_obtained(data, sections)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -114,7 +115,8 @@ def _protocol_line(section: Section) -> str:
     protocol = section.protocol
     architecture = f"WRN-{protocol.get('depth', '?')}-{protocol.get('widen_factor', '?')}"
     shown = ", ".join(f"{name}={value}" for name, value in protocol.items() if name not in ("depth", "widen_factor"))
-    return f"Protocol of every run in this section: {architecture}, {shown}."
+    return (f"Protocol of every run in this section: {architecture}, {shown}. The settings each implementation "
+            "chooses for itself are in the settings table below.")
 
 
 def _cell(text: str) -> str:

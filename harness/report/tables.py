@@ -20,7 +20,8 @@ MEDIAN_WINDOW = 20  # the FixMatch paper reports the median over its last 20 che
 SHORT_MARK = "†"  # trained fewer iterations than the paper's schedule
 UNOFFICIAL_MARK = "‡"  # trained/evaluated on data that is not the official full data set
 FEW_EVALUATIONS_MARK = "§"  # median over fewer than MEDIAN_WINDOW evaluations
-PAIRED_IMPLS = ("own", "torchssl")  # the difference is first minus second
+IMPL_ORDER = ("own", "own-as-torchssl", "torchssl")
+PAIRS = (("own", "torchssl"), ("own-as-torchssl", "torchssl"))  # each difference is first minus second
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Table:
 
 @dataclass
 class Section:
-    """Finished runs that may be pooled: one preset, one data set, one training protocol."""
+    """Finished runs that may be pooled: one preset, one data set, one training protocol; one run per
+    implementation, labels and seed (the newest finished), the others set aside."""
 
     title: str
     slug: str
@@ -61,21 +63,33 @@ class Section:
     protocol: dict[str, str]
     runs: pd.DataFrame  # rows of ReportData.runs
     summaries: pd.DataFrame  # rows of run_summaries(), same runs
+    set_aside: pd.DataFrame = field(default_factory=pd.DataFrame)  # older finished runs of the same seed
 
 
 def impl_order(impls) -> list[str]:
-    known = [impl for impl in PAIRED_IMPLS if impl in set(impls)]
+    known = [impl for impl in IMPL_ORDER if impl in set(impls)]
     return known + sorted(set(impls) - set(known))
 
 
+def median_window(iterations: int, eval_interval) -> tuple[int, int] | None:
+    """(first, last) iteration of the final window the median is taken over: the last MEDIAN_WINDOW evaluation
+    intervals of training, the same iterations for every implementation whatever its evaluation schedule."""
+    if pd.isna(eval_interval) or not eval_interval:
+        return None
+    return max(0, iterations - MEDIAN_WINDOW * int(eval_interval)) + 1, iterations
+
+
 def run_summaries(data: ReportData) -> pd.DataFrame:
-    """One row per finished run: its last, best and median-of-last-20 top-1 and last other metrics."""
+    """One row per finished run: its last, best and median-of-the-final-window top-1 and last other metrics."""
     rows = []
     for run in data.finished.itertuples():
         top1 = data.history(run.run_id, names.EVAL_TOP1)
         if top1.empty:
             continue
-        recent = top1.iloc[-MEDIAN_WINDOW:]
+        window = median_window(int(run.iterations_run), run.eval_interval)
+        recent = top1[top1.index >= window[0]] if window else top1.iloc[-MEDIAN_WINDOW:]
+        if recent.empty:
+            recent = top1.iloc[-1:]
         last_step = int(top1.index[-1])
         rows.append({
             "run_id": run.run_id,
@@ -91,6 +105,7 @@ def run_summaries(data: ReportData) -> pd.DataFrame:
             "best_iteration": int(top1.idxmax()),  # the first evaluation that reached the best
             "top1_median_last20": float(recent.median()),
             "evaluations_in_median": len(recent),
+            "median_window": window,
             "evaluation_steps": tuple(int(step) for step in top1.index),
             "top5_last": _value_at(data.history(run.run_id, names.EVAL_TOP5), last_step),
             "f1_last": _value_at(data.history(run.run_id, names.EVAL_F1), last_step),
@@ -98,7 +113,7 @@ def run_summaries(data: ReportData) -> pd.DataFrame:
         })
     return pd.DataFrame(rows, columns=[
         "run_id", "impl", "labels", "seed", "split_digest", "iterations_run", "data_official", "last_iteration",
-        "top1_last", "top1_best", "best_iteration", "top1_median_last20", "evaluations_in_median",
+        "top1_last", "top1_best", "best_iteration", "top1_median_last20", "evaluations_in_median", "median_window",
         "evaluation_steps", "top5_last", "f1_last", "auc_last",
     ])
 
@@ -111,7 +126,12 @@ def sections(data: ReportData, summaries: pd.DataFrame) -> list[Section]:
     finished = data.finished[data.finished["run_id"].isin(summaries["run_id"])]
     groups = list(finished.groupby(["preset", "data_identity", "protocol"], sort=True))
     result = []
-    for (preset, identity, protocol), runs in groups:
+    for (preset, identity, protocol), all_runs in groups:
+        # A seed rerun with another own-only setting (e.g. a speed flag) is the same protocol: the newest counts.
+        newest_first = all_runs.sort_values("end_time", ascending=False, kind="stable")
+        duplicate = newest_first.duplicated(["impl", "labels", "seed"], keep="first")
+        runs = all_runs[all_runs["run_id"].isin(newest_first.loc[~duplicate, "run_id"])]
+        set_aside = newest_first[duplicate]
         protocol_params = dict(zip(PROTOCOL_FIELDS, protocol))
         title = f"Preset `{preset}`"
         siblings = [key for key, _ in groups if key[0] == preset]
@@ -122,7 +142,7 @@ def sections(data: ReportData, summaries: pd.DataFrame) -> list[Section]:
             title += ", " + ", ".join(f"{PROTOCOL_FIELDS[i]}={protocol[i]}" for i in varying)
         slug = _slug(preset) + (f"-{len([s for s in result if s.preset == preset]) + 1}" if len(siblings) > 1 else "")
         result.append(Section(title, slug, preset, protocol_params, runs,
-                              summaries[summaries["run_id"].isin(runs["run_id"])]))
+                              summaries[summaries["run_id"].isin(runs["run_id"])], set_aside))
     return result
 
 
@@ -212,6 +232,11 @@ def _groups(summaries: pd.DataFrame):
 # ---- tables ----------------------------------------------------------------------------------------
 
 
+TOP1_LAST = "top-1 % at last evaluation"
+TOP1_BEST = "best top-1 % over all evaluations (chosen on the test set: optimistic)"
+TOP1_MEDIAN = f"top-1 %, median over the final window of {MEDIAN_WINDOW} evaluation intervals"
+
+
 def top1_table(section: Section) -> Table:
     rows = []
     few_evaluations = False
@@ -227,30 +252,50 @@ def top1_table(section: Section) -> Table:
             _with(percent(group["top1_best"]), marks),
             ", ".join(count(int(step)) for step in group["best_iteration"]),
             _with(percent(group["top1_median_last20"]), median_marks),
+            _window_text(group),
         ])
     notes = _flag_notes(section.summaries, section.runs)
     if few_evaluations:
         counts = sorted(set(section.summaries.loc[section.summaries["evaluations_in_median"] < MEDIAN_WINDOW,
                                                   "evaluations_in_median"]))
         notes.append(
-            f"{FEW_EVALUATIONS_MARK} Fewer than {MEDIAN_WINDOW} evaluations exist "
-            f"({', '.join(map(str, counts))}): the median is over all of them."
+            f"{FEW_EVALUATIONS_MARK} Fewer than {MEDIAN_WINDOW} evaluations lie in the window "
+            f"({', '.join(map(str, counts))}): the median is over those."
         )
     notes += _evaluation_schedule_notes(section.summaries)
+    notes += _set_aside_notes(section)
     notes += [
         "Top-1 accuracy: share of test images whose highest-scoring class is the true class, EMA model "
         "(not macro precision, which this report does not show). Mean ± sample standard deviation (n − 1) over "
-        "seeds; "
-        "'± n/a' where only one seed finished.",
-        "Last: at the final evaluation. Best: the highest of all evaluations (selected on the test set, so optimistic; "
-        "TorchSSL's protocol). Median of last 20: over the 20 last evaluations (the FixMatch paper's protocol).",
+        "seeds; '± n/a' where only one seed finished.",
+        "Last: at the final evaluation. Best: the highest of all evaluations, selected on the test set, so "
+        "optimistic (TorchSSL's protocol). Median: over every evaluation in the same final window of iterations for "
+        f"every implementation, the last {MEDIAN_WINDOW} evaluation intervals of training (the FixMatch paper's "
+        f"protocol: its last {MEDIAN_WINDOW} checkpoints, 1,024 iterations apart).",
     ]
     return Table(
         "Top-1 accuracy (%) of the EMA model on the test set, mean ± std over seeds",
-        ["implementation", "labels", "seeds (n)", "iterations run", "top-1 % at last evaluation",
-         "best top-1 % over all evaluations", "iteration of best, per seed", "top-1 %, median of last 20 evaluations"],
+        ["implementation", "labels", "seeds (n)", "iterations run", TOP1_LAST, TOP1_BEST,
+         "iteration of best, per seed", TOP1_MEDIAN, "median window: iterations (evaluations in it)"],
         rows, notes,
     )
+
+
+def _window_text(group: pd.DataFrame) -> str:
+    windows = sorted({window for window in group["median_window"] if window})
+    evaluations = sorted(set(group["evaluations_in_median"]))
+    spread = "–".join(str(n) for n in (evaluations[0], evaluations[-1])) if len(evaluations) > 1 else str(evaluations[0])
+    if not windows:
+        return f"last {MEDIAN_WINDOW} evaluations (eval interval not recorded) ({spread})"
+    return "; ".join(f"{count(first)}–{count(last)}" for first, last in windows) + f" ({spread})"
+
+
+def _set_aside_notes(section: Section) -> list[str]:
+    if section.set_aside.empty:
+        return []
+    described = ", ".join(f"{run.run_name} (`{run.run_id[:8]}`)" for run in section.set_aside.itertuples())
+    return [f"Set aside: {len(section.set_aside)} older finished run(s) of an implementation, label count and seed "
+            f"reported here from a newer run (e.g. a rerun with another speed setting): {described}."]
 
 
 def _evaluation_schedule_notes(summaries: pd.DataFrame) -> list[str]:
@@ -296,51 +341,54 @@ def other_metrics_table(section: Section) -> Table:
 
 
 MEASURES = (
-    ("top1_last", "top-1 % at last evaluation"),
-    ("top1_best", "best top-1 % over all evaluations"),
-    ("top1_median_last20", "top-1 %, median of last 20 evaluations"),
+    ("top1_last", TOP1_LAST),
+    ("top1_best", TOP1_BEST),
+    ("top1_median_last20", TOP1_MEDIAN),
 )
 
 
 def paired_difference_table(section: Section) -> Table | None:
-    """own − torchssl per seed that both finished on the same split, with a paired t interval."""
+    """own − torchssl and own-as-torchssl − torchssl per seed that both finished on the same split, with a
+    paired t interval."""
     summaries = section.summaries
-    first, second = PAIRED_IMPLS
     rows = []
     marks_needed = pd.DataFrame()
-    for labels in sorted(summaries["labels"].unique()):
-        at_labels = summaries[summaries["labels"] == labels]
-        ours, theirs = (at_labels[at_labels["impl"] == impl].set_index("seed") for impl in PAIRED_IMPLS)
-        if ours.empty or theirs.empty:
-            continue
-        common = sorted(set(ours.index) & set(theirs.index))
-        paired = [seed for seed in common if ours.at[seed, "split_digest"] and
-                  ours.at[seed, "split_digest"] == theirs.at[seed, "split_digest"]]
-        unpaired_split = len(common) - len(paired)
-        both = pd.concat([ours.loc[paired], theirs.loc[paired]])
-        marks_needed = pd.concat([marks_needed, both])
-        marks = _marks(both) if paired else ""
-        for column, label in MEASURES:
-            differences = (ours.loc[paired, column] - theirs.loc[paired, column]).to_numpy() * 100
-            rows.append([
-                str(labels), label, f"{len(paired)} ({', '.join(map(str, paired))})" if paired else "0",
-                _with(f"{100 * ours.loc[paired, column].mean():.2f}", marks) if paired else "n/a",
-                _with(f"{100 * theirs.loc[paired, column].mean():.2f}", marks) if paired else "n/a",
-                _with(f"{differences.mean():+.2f}", marks) if paired else "n/a",
-                _with(_paired_interval(differences, unpaired_split), marks if len(paired) >= 2 else ""),
-            ])
+    for first, second in PAIRS:
+        for labels in sorted(summaries["labels"].unique()):
+            at_labels = summaries[summaries["labels"] == labels]
+            ours, theirs = (at_labels[at_labels["impl"] == impl].set_index("seed") for impl in (first, second))
+            if ours.empty or theirs.empty:
+                continue
+            common = sorted(set(ours.index) & set(theirs.index))
+            paired = [seed for seed in common if ours.at[seed, "split_digest"] and
+                      ours.at[seed, "split_digest"] == theirs.at[seed, "split_digest"]]
+            unpaired_split = len(common) - len(paired)
+            both = pd.concat([ours.loc[paired], theirs.loc[paired]])
+            marks_needed = pd.concat([marks_needed, both])
+            marks = _marks(both) if paired else ""
+            for column, label in MEASURES:
+                differences = (ours.loc[paired, column] - theirs.loc[paired, column]).to_numpy() * 100
+                rows.append([
+                    f"{first} − {second}", str(labels), label,
+                    f"{len(paired)} ({', '.join(map(str, paired))})" if paired else "0",
+                    _with(f"{100 * ours.loc[paired, column].mean():.2f}", marks) if paired else "n/a",
+                    _with(f"{100 * theirs.loc[paired, column].mean():.2f}", marks) if paired else "n/a",
+                    _with(f"{differences.mean():+.2f}", marks) if paired else "n/a",
+                    _with(_paired_interval(differences, unpaired_split), marks if len(paired) >= 2 else ""),
+                ])
     if not rows:
         return None
     notes = _flag_notes(marks_needed, section.runs) if not marks_needed.empty else []
     notes.append(
         "Pairs: seeds finished by both implementations on the same label split (same split digest); means over those "
         "seeds only. Interval: mean difference ± t(0.975, n − 1) · sd / √n over the n paired differences, in "
-        "percentage points (pp)."
+        "percentage points (pp). own-as-torchssl is own with every switch of the difference ledger at TorchSSL's "
+        "choice: what remains of own − torchssl there is not explained by the ledger."
     )
     return Table(
-        f"{first} − {second}, paired by seed (percentage points)",
-        ["labels", "measure", "paired seeds (n)", f"{first} mean %", f"{second} mean %",
-         f"{first} − {second} (pp)", "95 % interval (paired t)"],
+        "Differences between implementations, paired by seed (percentage points)",
+        ["difference", "labels", "measure", "paired seeds (n)", "first mean %", "second mean %",
+         "first − second (pp)", "95 % interval (paired t)"],
         rows, notes,
     )
 
@@ -362,9 +410,9 @@ def published_table(section: Section) -> Table:
     summaries = section.summaries
     impls = impl_order(summaries["impl"])
     columns = ["labels", f"{FIXMATCH_PAPER.source}: top-1 %, {FIXMATCH_PAPER.protocol}"]
-    columns += [f"ours, {impl}: top-1 %, median of last 20 evaluations" for impl in impls]
+    columns += [f"ours, {impl}: {TOP1_MEDIAN}" for impl in impls]
     columns += [f"{TORCHSSL_README.source}: top-1 %, {TORCHSSL_README.protocol}"]
-    columns += [f"ours, {impl}: best top-1 % over all evaluations" for impl in impls]
+    columns += [f"ours, {impl}: {TOP1_BEST}" for impl in impls]
     def ours(labels: int, impl: str, column: str) -> str:
         group = summaries[(summaries["labels"] == labels) & (summaries["impl"] == impl)]
         if group.empty:
@@ -391,6 +439,59 @@ def published_table(section: Section) -> Table:
         "over n seeds."
     )
     return Table("Ours beside the published numbers (top-1 accuracy %, CIFAR-10)", columns, rows, notes)
+
+
+def settings_table(section: Section, data: ReportData) -> Table | None:
+    """Every setting the implementations of this section choose for themselves, per implementation, as each run
+    recorded it in MLflow (a TorchSSL run records TorchSSL's fixed choices as `torchssl_fixed.*` params), and
+    when each evaluated."""
+    from implementations.ledger import LEDGER
+
+    impls = impl_order(section.runs["impl"])
+    rows = []
+    for entry in LEDGER:
+        if not entry.field:
+            continue
+        cells = [_recorded_values(data, section.runs[section.runs["impl"] == impl], entry.field) for impl in impls]
+        rows.append([entry.topic, entry.field, *cells])
+    rows.append(["when the EMA model is evaluated", "(evaluation steps)",
+                 *[_steps_text(sorted({step for steps in section.summaries.loc[section.summaries["impl"] == impl,
+                                                                                 "evaluation_steps"]
+                                       for step in steps})) for impl in impls]])
+    return Table(
+        "Settings each implementation chose for itself, as recorded by its runs",
+        ["setting", "config field", *impls], rows,
+        ["Every other setting is the section's protocol, the same for all implementations (line above). A cell "
+         "lists every value its runs recorded; own-as-torchssl is own with TorchSSL's choice in every row. The "
+         "difference ledger at the end of the report gives each choice with its source."],
+    )
+
+
+def _recorded_values(data: ReportData, runs: pd.DataFrame, field_name: str) -> str:
+    values = []
+    for run_id in runs["run_id"]:
+        params = data.params.get(run_id, {})
+        value = params.get(field_name, params.get(f"torchssl_fixed.{field_name}"))
+        values.append("not recorded" if value is None else value)
+    return ", ".join(sorted(set(values))) or "–"
+
+
+def ledger_table() -> Table:
+    """The difference ledger (implementations/ledger.py): what own and TorchSSL do differently, and the paper."""
+    from implementations.ledger import LEDGER
+
+    rows = [[entry.area, entry.topic, entry.paper, entry.own, entry.torchssl,
+             "yes" if entry.can_change_accuracy else "no",
+             (f"`{entry.field}` = {entry.torchssl_value!r}" if entry.differs else "same") if entry.field
+             else ("same" if not entry.differs else "none: the report compares over the same window")]
+            for entry in LEDGER]
+    return Table(
+        "The difference ledger: own's default (the paper's choices) against TorchSSL at its pinned commit",
+        ["area", "topic", "paper", "own", "TorchSSL", "can change accuracy", "switch to TorchSSL's choice"], rows,
+        ["`own-as-torchssl` sets every switch to TorchSSL's choice; `bench parity` checks that configuration step "
+         "by step against TorchSSL's own code (same initial weights and batches). `bench parity --list` prints "
+         "this ledger."],
+    )
 
 
 def unfinished_table(data: ReportData) -> Table | None:

@@ -46,7 +46,8 @@ import numpy as np
 import yaml
 
 from harness import vendor
-from implementations.interface import (EVAL_TOP1, MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig,
+from implementations.ledger import TORCHSSL_CHOICES
+from implementations.interface import (EVAL_TOP1, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig,
                                        resolve_device)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +84,9 @@ ENVIRONMENT_ARGS = ("save_dir", "save_name", "resume", "load_path", "overwrite",
                     "num_workers", "gpu", "world_size", "rank", "multiprocessing_distributed", "distributed",
                     "dist_url", "dist_backend")
 PER_EXECUTION_ARGS = ("resume", "load_path")
-# What TorchSSL does regardless of our config (recorded on every run).
-TORCHSSL_FIXED = {"randaugment_ops": 3, "nesterov": True, "precision": "fp32"}
+# What TorchSSL does regardless of our config, under the TrainConfig names (recorded on every run as
+# `torchssl_fixed.<field>` params): its value for every switch of the difference ledger, and Nesterov.
+TORCHSSL_FIXED = {**TORCHSSL_CHOICES, "nesterov": True}
 
 
 def torchssl_hyperparameters(config: TrainConfig) -> dict[str, object]:
@@ -190,6 +192,8 @@ class TorchSSLFixMatch:
         save_path = save_dir / f"fixmatch_cifar10_{num_labels}_{config.seed}"
         save_path.mkdir(parents=True, exist_ok=True)
         checkpoint = save_path / CHECKPOINT_NAME
+        if checkpoint.exists():
+            _check_readable(checkpoint, Path(run.work_dir))
         reference = read_reference_config(checkout.path, num_labels)
         args = build_torchssl_args(
             reference, config, num_labels=num_labels, num_classes=run.data.num_classes,
@@ -240,6 +244,21 @@ class TorchSSLFixMatch:
                 **{f"torchssl_fixed.{key}": value for key, value in TORCHSSL_FIXED.items()},
             },
         )
+
+
+def _check_readable(checkpoint: Path, work_dir: Path) -> None:
+    """TorchSSL's own load would fail deep inside its child process; a torn file is one sentence here."""
+    import torch
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if not {"model", "optimizer", "scheduler", "it", "ema_model"} <= set(saved):
+            raise ValueError("it lacks some of TorchSSL's checkpoint entries")
+    except Exception as error:
+        reason = (str(error).strip() or type(error).__name__).splitlines()[0][:300]
+        raise CheckpointError(f"The TorchSSL checkpoint {checkpoint} cannot be read ({reason}); delete the folder "
+                              f"{work_dir} and run the same `bench run` again to restart this run from the beginning "
+                              "in a new MLflow run.") from None
 
 
 @contextlib.contextmanager
