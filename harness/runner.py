@@ -14,8 +14,6 @@ MLflow, resumable.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -34,8 +32,8 @@ import click
 
 from harness import tracking
 from harness.presets import PRESETS, resolve_preset
-from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, RunSpec,
-                            hold_run_lock, write_worker_file)
+from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, WORKER_FILE,
+                            RunSpec, hold_run_lock, write_worker_file)
 from implementations import IMPLEMENTATIONS, configure, fields_used
 from implementations.interface import EVAL_TOP1, ImageData, TrainConfig
 
@@ -174,12 +172,12 @@ def plan_grid(options: GridOptions) -> GridPlan:
     gpu_ids = _visible_gpus(options.device)
     max_parallel = options.max_parallel or max(1, len(gpu_ids))
 
+    _check_output_dir(Path(options.output_dir))
     store = tracking.resolve_store(options.output_dir, options.tracking_uri)
     try:
         tracking.check_reachable(store)
     except tracking.TrackingError as error:
         raise click.ClickException(str(error)) from None
-    _check_output_dir(Path(options.output_dir))
 
     from harness.data import DataError, load_cifar10
 
@@ -296,8 +294,8 @@ def run_key(impl: str, labels: int, seed: int, config: TrainConfig, split_digest
 #
 # Several `bench run` may work on one store and output dir at once (overlapping grids, a second terminal, the
 # same command after the first runner died). Two locks keep them apart:
-# - the store lock (<output_dir>/store.lock), held for the moments a runner finds or creates the experiment,
-#   a parent or a child run, so that each exists once;
+# - the store lock (<output_dir>/store.lock, tracking.store_lock), held for the moments a runner creates the
+#   embedded store or finds or creates the experiment, a parent or a child run, so that each exists once;
 # - the run lock (<output_dir>/<experiment>/<run key>/worker.lock), held by the worker process of that run
 #   for its whole life (the runner takes it and hands the open file to the worker it starts). A runner that
 #   finds it held attaches to that worker: shows its progress (from progress.json in its work dir) and waits
@@ -305,8 +303,6 @@ def run_key(impl: str, labels: int, seed: int, config: TrainConfig, split_digest
 # A run's work dir is <run key>/<MLflow run id>: a checkpoint belongs to the one MLflow run it was made for,
 # so another store's run (same output dir, other --tracking-uri) never adopts it.
 
-STORE_LOCK = "store.lock"
-WORKER_FILE = "worker.json"  # which MLflow run (and work dir) the run lock's holder works on
 
 
 @dataclass
@@ -358,18 +354,6 @@ def with_kept_freed_memory(environment: dict[str, str]) -> dict[str, str]:
     return environment
 
 
-@contextlib.contextmanager
-def store_lock(output_dir: Path):
-    """Exclusive among the runners of this output dir, for finding or creating runs."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    with open(output_dir / STORE_LOCK, "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _read_worker_file(folder: Path) -> dict:
     try:
         return json.loads((folder / WORKER_FILE).read_text())
@@ -408,7 +392,7 @@ def execute_grid(plan: GridPlan) -> GridResult:
     _save_splits(plan)
     client = plan.store.client()
     try:
-        with store_lock(plan.output_dir):
+        with tracking.store_lock(plan.output_dir):
             experiment_id = tracking.get_or_create_experiment(client, options.experiment, plan.store.artifact_root)
     except tracking.TrackingError as error:
         raise click.ClickException(str(error)) from None
@@ -428,7 +412,10 @@ def execute_grid(plan: GridPlan) -> GridResult:
         scheduler.run()
     finally:
         for parent_run_id in scheduler.touched_parents:
-            _end_parent(client, experiment_id, parent_run_id)
+            try:
+                _end_parent(client, experiment_id, parent_run_id)
+            except Exception as error:  # an unreachable store: the next `bench run` ends it
+                click.echo(f"The parent run {parent_run_id} could not be ended ({_sentence(error)}).", err=True)
     outcomes_in_order = [outcomes[run.run_key] for run in plan.runs]
     _print_summary(plan, outcomes_in_order, experiment_id)
     return GridResult(outcomes_in_order, interrupted=scheduler.stopping)
@@ -522,7 +509,7 @@ class _Scheduler:
     def _claim(self, planned: PlannedRun) -> None:
         plan = self.plan
         folder = run_folder(plan.output_dir, plan.options.experiment, planned.run_key)
-        with store_lock(plan.output_dir):
+        with tracking.store_lock(plan.output_dir):
             run_lock = hold_run_lock(folder)
             if run_lock is None:
                 self._attach(planned, folder)
@@ -666,6 +653,14 @@ class _Scheduler:
         self._record_end(active, self._ended_outcome(active, return_code))
 
     def _ended_outcome(self, active: _Active, return_code: int | None) -> RunOutcome:
+        try:
+            return self._outcome_recorded(active, return_code)
+        except Exception as error:  # the store cannot be reached: what the worker logged waits in its journal
+            return RunOutcome(active.name, active.run_id, "UNRECORDED", log_path=active.work_dir / LOG_FILE,
+                              message=f"the MLflow store could not be read ({_sentence(error)}); run the same "
+                                      "command again once it is reachable: the run's numbers wait in its work dir")
+
+    def _outcome_recorded(self, active: _Active, return_code: int | None) -> RunOutcome:
         outcome = _outcome_from_store(self.client, active.name, active.run_id) if active.run_id else \
             RunOutcome(active.name, "", "KILLED", message="its worker ended without saying which run it was")
         if outcome.status in ("RUNNING", "SCHEDULED") and active.run_id:  # the worker died without ending its run
@@ -889,7 +884,7 @@ def _print_summary(plan: GridPlan, outcomes: list[RunOutcome], experiment_id: st
     for outcome in outcomes:
         if outcome.status not in ("FINISHED", "SCHEDULED") and outcome.log_path is not None:
             click.echo(f"{outcome.name} {outcome.status}: {outcome.message or 'see its log'} (log: {outcome.log_path})")
-    if any(outcome.status in ("FAILED", "KILLED", "SCHEDULED") for outcome in outcomes):
+    if any(outcome.status in ("FAILED", "KILLED", "SCHEDULED", "UNRECORDED") for outcome in outcomes):
         click.echo("Run the same command again to resume unfinished runs from their last checkpoint.")
     if plan.store.is_server:
         where = f"{plan.store.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"

@@ -15,9 +15,12 @@ The layout (read back by harness/report):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import platform
+import random
 import shutil
 import sys
 import tempfile
@@ -59,14 +62,64 @@ class TrackingError(RuntimeError):
 # --- where the store is ---------------------------------------------------------------------------------
 
 
+# A SQLite store takes one writer at a time; with several runners and workers on one store, a writer may find
+# it locked. Each call is retried, with growing pauses, for at most this long.
+LOCKED_STORE_WAIT_SECONDS = 120.0
+
+
+def _is_locked(error: BaseException) -> bool:
+    while error is not None:
+        if "database is locked" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def retry_while_locked(action: Callable[[], object]) -> object:
+    """`action()`, repeated while the SQLite store is locked by another process, for a bounded time."""
+    deadline = time.monotonic() + LOCKED_STORE_WAIT_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not _is_locked(error):
+                raise
+            if time.monotonic() > deadline:
+                raise TrackingError(
+                    f"The MLflow store stayed locked by another process for {LOCKED_STORE_WAIT_SECONDS:.0f} s "
+                    f"({_first_line(error)}); run fewer `bench run` at once on it, or serve it with `mlflow server` "
+                    "and pass --tracking-uri.") from None
+            time.sleep(pause * random.uniform(1.0, 2.0))
+            pause = min(2 * pause, 2.0)
+
+
+class LockRetryingClient:
+    """An MlflowClient whose every call is retried while a SQLite store is locked (`retry_while_locked`)."""
+
+    def __init__(self, tracking_uri: str):
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args, **kwargs):
+            return retry_while_locked(lambda: attribute(*args, **kwargs))
+
+        return call
+
+
 @dataclass(frozen=True)
 class TrackingStore:
     tracking_uri: str
     artifact_root: str | None  # artifact location of experiments we create; None: the store decides
     embedded: bool  # the sqlite database under the output dir (no server involved)
 
-    def client(self) -> MlflowClient:
-        return MlflowClient(tracking_uri=self.tracking_uri)
+    def client(self) -> LockRetryingClient:
+        return LockRetryingClient(self.tracking_uri)
 
     @property
     def is_server(self) -> bool:
@@ -90,6 +143,14 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
     """Fail fast, in one sentence, when the store cannot be reached (MLflow's own client would retry
     an unreachable server for minutes)."""
     if store.embedded:
+        database = Path(store.tracking_uri.removeprefix("sqlite:///"))
+        try:
+            with store_lock(database.parent):  # a new store is created (and migrated) by one runner only
+                store.client().search_experiments(max_results=1)
+        except Exception as error:
+            raise TrackingError(f"The MLflow store {database} cannot be opened ({_first_line(error)}); if it is "
+                                "damaged, move it aside (its runs are then gone from the UI and reports) or choose "
+                                "another --output-dir.") from None
         return
     if store.is_server:
         import requests
@@ -117,6 +178,25 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:300]
+
+
+STORE_LOCK = "store.lock"
+
+
+@contextlib.contextmanager
+def store_lock(output_dir: Path):
+    """Exclusive among the `bench run` processes of this output dir: for creating the embedded store, and for
+    finding or creating runs, so that each exists once."""
+    import fcntl
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / STORE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 # --- experiment, parent and child runs ------------------------------------------------------------------
@@ -306,6 +386,7 @@ class MlflowMetricsSink:
         self.on_log = on_log
         self._highest_step = highest_logged_steps(client, run_id)
         self.unsent_reason: str | None = None  # why the last send failed, while entries wait
+        self._resumed = False
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self.journal.append({"step": int(step), "time": int(time.time() * 1000),
@@ -318,9 +399,23 @@ class MlflowMetricsSink:
 
     def checkpointed(self, iteration: int) -> None:
         """Send what the checkpoint of `iteration` covers; drop what an interrupted attempt logged beyond it."""
+        if not self._resumed:  # the first call says where this attempt starts
+            self._resumed = True
+            self._refuse_to_splice(iteration)
         covered = [entry for entry in self.journal.entries() if entry["step"] <= iteration]
         unsent = self._send(covered)
         self.journal.replace(unsent)
+
+    def _refuse_to_splice(self, start: int) -> None:
+        """MLflow holds only what checkpoints covered; numbers beyond this attempt's starting checkpoint mean the
+        checkpoint is older than the history (deleted, or replaced by hand): continuing would mix two attempts."""
+        logged = [step for key, step in self._highest_step.items() if not key.startswith(("system/", "summary/"))]
+        if logged and max(logged) > start:
+            raise TrackingError(
+                f"MLflow run {self.run_id} already holds numbers up to iteration {max(logged)}, but its checkpoint in "
+                f"{self.journal.path.parent} starts at iteration {start}: continuing would splice two attempts; "
+                f"delete the folder {self.journal.path.parent} and run the same `bench run` again, which restarts "
+                "this run in a new MLflow run and moves the old one to MLflow's trash.")
 
     def flush(self) -> None:
         """Send everything in the journal (the run has ended); raises TrackingError when the store is unreachable."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Mapping
 
 from implementations import interface as names
-from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig
+from implementations.interface import CheckpointError, NonFiniteLossError, RunInputs, TrainConfig
 
 SPEC_FILE = "spec.json"
 LOG_FILE = "worker.log"
@@ -201,8 +201,12 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
 
     from harness import tracking
 
+    # A tracking server that goes away mid-run must not hold training up for minutes at every checkpoint: give
+    # up on a request soon (the numbers wait in the journal for the next checkpoint). A user's settings win.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     mlflow.set_tracking_uri(spec.tracking_uri)
-    client = mlflow.MlflowClient(spec.tracking_uri)
+    client = tracking.LockRetryingClient(spec.tracking_uri)
     status, message, result = "FAILED", "", None
     run_started = False
     signal.signal(signal.SIGTERM, _raise_stopped)
@@ -212,7 +216,7 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
         run = client.get_run(spec.run_id)
         events.latest_top1 = run.data.metrics.get(names.EVAL_TOP1)  # a resumed run's last evaluation
         tracking.clear_error(client, run)
-        mlflow.start_run(run_id=spec.run_id, log_system_metrics=True)
+        tracking.retry_while_locked(lambda: mlflow.start_run(run_id=spec.run_id, log_system_metrics=True))
         run_started = True
         events.send("started", run_id=spec.run_id, pid=os.getpid())
 
@@ -231,6 +235,8 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
         status, message = "KILLED", f"stopped by {stop} after iteration {events.last_iteration}"
     except NonFiniteLossError as error:
         status, message = "FAILED", f"non-finite loss: {error}"
+    except (CheckpointError, tracking.TrackingError) as error:  # the message says what happened and what to do
+        status, message = "FAILED", str(error)
     except Exception as error:
         traceback.print_exc(file=sys.stderr)
         status, message = "FAILED", f"{type(error).__name__}: {error}"
@@ -241,7 +247,7 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
             if status != "FINISHED":
                 tracking.record_error(client, spec.run_id, status, message)
             if run_started:
-                mlflow.end_run(status)  # also stops the system metrics thread
+                tracking.retry_while_locked(lambda: mlflow.end_run(status))  # also stops the system metrics thread
             else:
                 client.set_terminated(spec.run_id, status)
         except Exception as error:  # the store itself failed: the runner marks the run from outside

@@ -188,5 +188,9 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class CheckpointError(RuntimeError):
+    """The run's checkpoint cannot be read; the message names the file and what to do."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss; the run must stop as FAILED."""

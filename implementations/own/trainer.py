@@ -21,6 +21,7 @@ import torch
 
 from implementations import interface as names
 from implementations.interface import (
+    CheckpointError,
     MetricsSink,
     NonFiniteLossError,
     RunInputs,
@@ -43,10 +44,6 @@ from implementations.own.fixmatch import (
 from implementations.own.wide_resnet import WideResNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-class CheckpointError(RuntimeError):
-    """The run's checkpoint cannot be read; the message names the file and what to do."""
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -133,8 +130,8 @@ class Progress:
 
 
 class Checkpoint:
-    """`checkpoint.pt` in the work dir: written to a temporary name and renamed, so a kill during the write
-    leaves the previous one intact."""
+    """`checkpoint.pt` in the work dir: written to a temporary name, synced and renamed, so a kill (or a crash
+    of the machine) during the write leaves the previous one intact."""
 
     def __init__(self, work_dir: Path):
         self.path = Path(work_dir) / CHECKPOINT_NAME
@@ -148,17 +145,21 @@ class Checkpoint:
                 raise ValueError("it is not a checkpoint of this version of the own implementation")
         except Exception as error:
             raise CheckpointError(
-                f"the checkpoint {self.path} cannot be read ({_first_line(error)}); delete it to train this run "
-                f"from the start (its MLflow run then starts over too)") from None
+                f"The checkpoint {self.path} cannot be read ({_first_line(error)}); delete the folder "
+                f"{self.path.parent} and run the same `bench run` again to restart this run from the beginning "
+                "in a new MLflow run.") from None
         return saved
 
     def save(self, training: FixMatchTraining, batches: TrainingBatches, signals: TrainingSignals,
              progress: Progress) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
-        torch.save({"training": training.state_dict(), "batches": batches.state_dict(),
-                    "signals": signals.state_dict(), "torch_rng": torch.get_rng_state(), "progress": progress},
-                   temporary)
+        with open(temporary, "wb") as file:
+            torch.save({"training": training.state_dict(), "batches": batches.state_dict(),
+                        "signals": signals.state_dict(), "torch_rng": torch.get_rng_state(), "progress": progress},
+                       file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it replaces the previous one: the sink then calls it durable
         os.replace(temporary, self.path)
 
 

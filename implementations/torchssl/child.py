@@ -242,7 +242,10 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     def save_model(self, save_name, save_path):
         with bridge.paused():
             original_save(self, save_name + ".partial", save_path)
-            os.replace(os.path.join(save_path, save_name + ".partial"), os.path.join(save_path, save_name))
+            partial = os.path.join(save_path, save_name + ".partial")
+            with open(partial, "rb") as file:
+                os.fsync(file.fileno())  # on disk before it replaces the previous one
+            os.replace(partial, os.path.join(save_path, save_name))
         if save_name == bridge.checkpoint_name and bridge.trained_here:  # the one it resumes from: durable now
             bridge.checkpointed()
 
