@@ -155,7 +155,9 @@ def compare_initialisation(own: dict, theirs: dict) -> str:
 
     names = own["state_names"]
     if len(own["initialisation"]) != len(theirs["fresh_initialisation"]):
-        return "initialisation: FAIL: the two networks have different numbers of tensors"
+        extra = sorted(set(own["state_names"]) ^ set(theirs["state_names"]))
+        return (f"initialisation: FAIL: the two networks have different tensors (own {len(names)}, TorchSSL "
+                f"{len(theirs['state_names'])}; by name, e.g. {', '.join(extra[:3])})")
     problems = []
     for name, mine, reference in zip(names, own["initialisation"], theirs["fresh_initialisation"]):
         mine, reference = mine.double().flatten(), reference.double().flatten()
@@ -195,7 +197,10 @@ def compare_steps(own: dict, theirs: dict) -> list[Comparison]:
     comparisons["pseudo_labels"] = Comparison("pseudo-labels", disagreements=0)
     comparisons.update({key: Comparison(text) for key, text in TENSOR_LISTS.items()})
     if len(own["steps"]) != len(theirs["steps"]):
-        comparisons["logits"].problems.append(f"own ran {len(own['steps'])} steps, TorchSSL {len(theirs['steps'])}")
+        reason = f" ({theirs['error']})" if theirs.get("error") else ""
+        for comparison in comparisons.values():
+            comparison.problems.append("not compared")
+        comparisons["logits"].problems[0] = f"own ran {len(own['steps'])} steps, TorchSSL {len(theirs['steps'])}{reason}"
         return list(comparisons.values())
     for step, (mine, reference) in enumerate(zip(own["steps"], theirs["steps"]), start=1):
         _compare_tensor(comparisons["logits"], mine["logits"], reference["logits"], f"step {step}")

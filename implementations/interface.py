@@ -85,7 +85,9 @@ class TrainConfig:
     # The recipe: the paper's choices by default. implementations/ledger.py names TorchSSL's choice for each
     # field below and where the paper says so.
     bn_eps: float = 1e-3
-    conv_bias_init: Literal["zeros", "uniform"] = "zeros"  # uniform: PyTorch's default, ±1/sqrt(fan-in)
+    # none: no convolution bias, the same function as the paper's zero-initialised ones (see wide_resnet.py);
+    # uniform: biases with PyTorch's default initialisation, ±1/sqrt(fan-in)
+    conv_bias: Literal["none", "zeros", "uniform"] = "none"
     width_change_conv_input: Literal["activated", "raw"] = "activated"  # what conv1 of a width-changing block sees
     randaugment_ops: int = 2
     strong_augment_order: Literal["flip_crop_first", "randaugment_first"] = "flip_crop_first"

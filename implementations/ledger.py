@@ -54,11 +54,16 @@ LEDGER: tuple[Difference, ...] = (
                  "(models/nets/wrn.py, BasicBlock.forward)",
         can_change_accuracy=True, field="width_change_conv_input", torchssl_value="raw"),
     Difference(
-        "model", "initial convolution biases",
-        paper="zeros (paper code: tf.layers.conv2d, whose defaults are use_bias=True and a zero initializer)",
-        own="zeros",
-        torchssl="PyTorch's default, uniform in ±1/sqrt(fan-in) (models/nets/wrn.py initialises the weights only)",
-        can_change_accuracy=True, field="conv_bias_init", torchssl_value="uniform"),
+        "model", "convolution biases",
+        paper="biases starting at zero (paper code: tf.layers.conv2d, whose defaults are use_bias=True and a zero "
+              "initializer)",
+        own="none: the same function, because every path from a convolution passes a batch norm that cancels a "
+            "per-channel constant, so a zero bias gets zero gradient and stays zero (implementations/own/"
+            "wide_resnet.py); leaving them out saves their gradient passes",
+        torchssl="biases with PyTorch's default initialisation, uniform in ±1/sqrt(fan-in) (models/nets/wrn.py "
+                 "initialises only the weights); with its raw-input blocks they are not exactly cancelled at the "
+                 "image border",
+        can_change_accuracy=True, field="conv_bias", torchssl_value="uniform"),
     Difference(
         "model", "batch-norm epsilon",
         paper="1e-3 (paper code: tf.layers.batch_normalization's default)",

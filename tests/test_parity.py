@@ -52,7 +52,7 @@ def test_own_as_torchssl_computes_torchssls_iteration_at_wrn_28_2():
 @pytest.mark.slow
 @pytest.mark.parametrize("left_at_default, failing", [
     (("own_defaults", ("width_change_conv_input",)), "logits"),
-    (("own_defaults", ("conv_bias_init",)), "initialisation"),
+    (("own_defaults", ("conv_bias",)), "initialisation"),
     (("changes", (("bn_eps", 1e-5),)), "logits"),  # PyTorch's default, own's before the ledger
 ])
 def test_parity_fails_when_a_model_switch_is_left_at_owns_choice(left_at_default, failing, capsys):
@@ -87,7 +87,7 @@ def test_own_by_default_makes_the_papers_choices_and_own_as_torchssl_takes_every
     for entry in LEDGER:
         if entry.field:
             assert getattr(own_as_torchssl, entry.field) == entry.torchssl_value, entry.field
-    assert (own.bn_eps, own.conv_bias_init, own.width_change_conv_input, own.randaugment_ops) == (1e-3, "zeros", "activated", 2)
+    assert (own.bn_eps, own.conv_bias, own.width_change_conv_input, own.randaugment_ops) == (1e-3, "none", "activated", 2)
     assert own_as_torchssl.replace(**{field: getattr(own, field) for field in TORCHSSL_CHOICES}) == own
 
 

@@ -17,17 +17,36 @@ def test_outputs_one_logit_per_class_for_cifar_images():
     assert model(torch.randn(3, 3, 32, 32)).shape == (3, 10)
 
 
-def test_convolutions_have_zero_biases_and_batch_norm_uses_momentum_0_001_and_epsilon_0_001():
+def test_convolutions_have_no_bias_and_batch_norm_uses_momentum_0_001_and_epsilon_0_001():
     model = WideResNet(depth=16, widen_factor=2)
     convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert convolutions and all(conv.bias is not None and torch.all(conv.bias == 0) for conv in convolutions)
+    assert convolutions and all(conv.bias is None for conv in convolutions)
     assert norms and all(norm.momentum == 0.001 and norm.eps == 1e-3 for norm in norms)
 
 
-def test_uniform_bias_initialisation_keeps_pytorchs_default_bound():
+def test_no_bias_computes_what_the_papers_zero_initialised_biases_compute_and_theirs_stay_zero():
     torch.manual_seed(0)
-    model = WideResNet(depth=16, widen_factor=2, conv_bias_init="uniform")
+    with_bias = WideResNet(depth=10, widen_factor=2, conv_bias="zeros")
+    without = WideResNet(depth=10, widen_factor=2)
+    missing, unexpected = without.load_state_dict(with_bias.state_dict(), strict=False)
+    assert not missing and unexpected and all(key.endswith("bias") for key in unexpected)  # the convolution biases
+    optimizers = [torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) for model in (with_bias, without)]
+    for step in range(3):
+        images = torch.randn(8, 3, 32, 32)
+        for model, optimizer in zip((with_bias, without), optimizers):
+            optimizer.zero_grad()
+            model(images).logsumexp(dim=1).mean().backward()
+            optimizer.step()
+    images = torch.randn(8, 3, 32, 32)
+    torch.testing.assert_close(with_bias(images), without(images), rtol=1e-4, atol=1e-5)
+    biases = [m.bias for m in with_bias.modules() if isinstance(m, nn.Conv2d)]
+    assert max(float(bias.detach().abs().max()) for bias in biases) < 1e-6  # zero gradient: they stay (nearly) zero
+
+
+def test_uniform_biases_keep_pytorchs_default_bound():
+    torch.manual_seed(0)
+    model = WideResNet(depth=16, widen_factor=2, conv_bias="uniform")
     for conv in (m for m in model.modules() if isinstance(m, nn.Conv2d)):
         fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
         assert conv.bias.abs().max() <= fan_in ** -0.5

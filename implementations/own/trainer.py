@@ -65,7 +65,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def build_model(config: TrainConfig, num_classes: int) -> WideResNet:
     return WideResNet(num_classes, config.depth, config.widen_factor, bn_eps=config.bn_eps,
-                      conv_bias_init=config.conv_bias_init, width_change_conv_input=config.width_change_conv_input)
+                      conv_bias=config.conv_bias, width_change_conv_input=config.width_change_conv_input)
 
 
 class FixMatchTraining:

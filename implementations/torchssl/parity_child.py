@@ -38,6 +38,7 @@ class StepRecorder:
         self.fresh_initialisation: list[torch.Tensor] = []
         self.state_names: list[str] = []
         self.fixmatch = None  # TorchSSL's FixMatch object, once its train() starts
+        self.error: str | None = None  # why TorchSSL did not train
 
 
 def install_hooks(spec: dict, recorder: StepRecorder) -> None:
@@ -54,13 +55,17 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
         recorder.state_names = list(state)
         recorder.fresh_initialisation = [_clone(tensor) for tensor in state.values()]
         initial = torch.load(spec["initial_weights"])
-        if len(initial) != len(state) or any(a.shape != b.shape for a, b in zip(initial, state.values())):
-            raise RuntimeError("own's initial weights do not match TorchSSL's WRN tensor for tensor")
-        self.model.load_state_dict(dict(zip(state, initial)))
         inputs = torch.load(spec["inputs"])
+        steps = inputs["steps"]
+        if len(initial) != len(state) or any(a.shape != b.shape for a, b in zip(initial, state.values())):
+            recorder.error = (f"own's initial weights ({len(initial)} tensors) do not fit TorchSSL's WRN "
+                              f"({len(state)} tensors) tensor for tensor, so TorchSSL did not train")
+            steps = []  # its loop then ends at once; main_worker still saves and returns normally
+        else:
+            self.model.load_state_dict(dict(zip(state, initial)))
         self.loader_dict = {
-            "train_lb": [(None, step["labeled_images"], step["labels"]) for step in inputs["steps"]],
-            "train_ulb": [(None, step["weak_images"], step["strong_images"]) for step in inputs["steps"]],
+            "train_lb": [(None, step["labeled_images"], step["labels"]) for step in steps],
+            "train_ulb": [(None, step["weak_images"], step["strong_images"]) for step in steps],
             "eval": [(None, inputs["eval_images"], inputs["eval_labels"])],
         }
         return original_train(self, args, logger=logger)
@@ -126,7 +131,7 @@ def main(argv: list[str]) -> int:
     args = argparse.Namespace(**spec["torchssl_args"])
     torchssl_fixmatch.main_worker(args.gpu, 1, args)
     torch.save({"state_names": recorder.state_names, "fresh_initialisation": recorder.fresh_initialisation,
-                "steps": recorder.steps}, spec["output"])
+                "steps": recorder.steps, "error": recorder.error}, spec["output"])
     return 0
 
 
