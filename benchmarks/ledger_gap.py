@@ -1,62 +1,44 @@
 """Benchmark: does the difference ledger explain the accuracy gap between own and TorchSSL?
 
 own (the paper's choices), own-as-torchssl (own with every ledger switch at TorchSSL's choice) and
-torchssl (TorchSSL's own code) train on the same splits and images: the `cpu` preset, 250 labels, seeds
-0-2 by default, on the real CIFAR-10 subset. Each run is a fresh process with the environment `bench run`
-gives run processes. Prints top-1 at the last evaluation (EMA model), mean ± std per implementation, and
-the paired differences own − torchssl and own-as-torchssl − torchssl with 95 % t intervals; the last
-line says whether the ledger explains the gap.
+torchssl (TorchSSL's own code) train on the same splits and images with the real `bench run`: the `cpu`
+preset, 250 labels, seeds 0-2 by default, on the real CIFAR-10 subset, into their own MLflow store. The
+numbers are then read from that store: top-1 of the EMA model at the last evaluation, mean ± std per
+implementation, and the paired differences own − torchssl and own-as-torchssl − torchssl with 95 % t
+intervals; the last line says whether the ledger explains the gap. `bench report --output-dir <store>`
+turns the same store into the full report.
 
-    python benchmarks/ledger_gap.py [--seeds 0,1,2] [--labels 250] [--preset cpu] [--results FILE]
+    python benchmarks/ledger_gap.py [--seeds 0,1,2] [--labels 250] [--preset cpu] [--output-dir DIR]
 
-Finished runs are kept in the results file (default runs/benchmarks/ledger_gap-<preset>-<labels>.json), so an
-interrupted benchmark continues where it stopped. About 25-35 minutes per seed on a 2-core CPU.
+Interrupted? Run it again: `bench run` skips finished runs and resumes the others. About 25-35 minutes per
+seed on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-from common import REPO_ROOT, KeepingSink, subset_run_inputs
+from common import REPO_ROOT, SUBSET_DIR
 
-from harness.presets import resolve_preset
-from harness.runner import with_kept_freed_memory
-from implementations import configure, interface as names, load_implementation
+from harness import tracking
+from implementations import interface as names
 
 IMPLEMENTATIONS = ("own", "own-as-torchssl", "torchssl")
 
 
-def train_one(impl: str, preset: str, labels: int, seed: int) -> dict:
-    """Runs in its own process."""
-    config = configure(impl, resolve_preset(preset, seed=seed))
-    sink = KeepingSink()
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory() as work_dir:
-        result = load_implementation(impl).train(subset_run_inputs(config, Path(work_dir), labels), sink)
-    top1 = sink.metrics[names.EVAL_TOP1]
-    return {"impl": impl, "seed": seed, "last_top1": result.final_metrics[names.EVAL_TOP1],
-            "best_top1": max(top1.values()), "iterations": result.iterations,
-            "minutes": (time.monotonic() - started) / 60}
-
-
-def interval(differences: list[float]) -> str:
+def interval(differences: list[float]) -> tuple[float, float]:
+    """(mean, half width of the 95 % t interval) in the differences' unit."""
     from scipy import stats
 
-    n = len(differences)
     mean = statistics.mean(differences)
-    if n < 2:
-        return f"{mean:+.2f} pp (one seed: no interval)"
-    half = stats.t.ppf(0.975, n - 1) * statistics.stdev(differences) / math.sqrt(n)
-    return f"{mean:+.2f} pp, 95 % interval [{mean - half:+.2f}, {mean + half:+.2f}]"
+    if len(differences) < 2:
+        return mean, math.inf
+    return mean, stats.t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
 
 
 def main() -> None:
@@ -64,54 +46,50 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--labels", type=int, default=250)
     parser.add_argument("--preset", default="cpu")
-    parser.add_argument("--results", type=Path, default=None)
-    parser.add_argument("--one", nargs=2, metavar=("IMPL", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--output-dir", default=None)
     args = parser.parse_args()
-    if args.one:
-        print(json.dumps(train_one(args.one[0], args.preset, args.labels, int(args.one[1]))))
-        return
+    output_dir = args.output_dir or str(REPO_ROOT / "runs" / f"ledger_gap-{args.preset}-{args.labels}")
+    environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--impl", ",".join(IMPLEMENTATIONS), "--labels", str(args.labels),
+         "--seeds", args.seeds, "--preset", args.preset, "--device", "cpu", "--data-dir", str(SUBSET_DIR),
+         "--output-dir", output_dir], cwd=REPO_ROOT, env=environment)
+    if completed.returncode != 0:
+        raise SystemExit(f"bench run ended with exit code {completed.returncode}; run this again to resume.")
 
+    client = tracking.resolve_store(output_dir).client()
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
     seeds = [int(seed) for seed in args.seeds.split(",")]
-    results_path = args.results or REPO_ROOT / "runs" / "benchmarks" / f"ledger_gap-{args.preset}-{args.labels}.json"
-    results_path.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    for seed in seeds:
-        for impl in IMPLEMENTATIONS:
-            key = f"{impl}/{seed}"
-            if key in results:
-                continue
-            completed = subprocess.run(
-                [sys.executable, __file__, "--preset", args.preset, "--labels", str(args.labels), "--one", impl, str(seed)],
-                env=with_kept_freed_memory(dict(os.environ)), capture_output=True, text=True)
-            if completed.returncode != 0:
-                raise SystemExit(f"{impl} seed {seed} failed:\n{completed.stderr[-3000:]}")
-            results[key] = json.loads(completed.stdout.strip().splitlines()[-1])
-            results_path.write_text(json.dumps(results, indent=2))
-            run = results[key]
-            print(f"{impl:16s} seed {seed}: top-1 {100 * run['last_top1']:.2f} % (best {100 * run['best_top1']:.2f} %) "
-                  f"in {run['minutes']:.1f} min", flush=True)
+    top1: dict[str, dict[int, float]] = {impl: {} for impl in IMPLEMENTATIONS}
+    minutes: dict[str, list[float]] = {impl: [] for impl in IMPLEMENTATIONS}
+    for run in tracking.search_runs_by_tags(client, experiment.experiment_id, {tracking.ROLE_TAG: tracking.CHILD}):
+        tags = run.data.tags
+        if run.info.status != "FINISHED" or int(tags["labels"]) != args.labels or tags["preset"] != args.preset:
+            continue
+        seed = int(tags["seed"])
+        if seed in seeds and seed not in top1[tags["impl"]]:  # newest first: the newest finished run counts
+            top1[tags["impl"]][seed] = 100 * run.data.metrics[names.EVAL_TOP1]
+            minutes[tags["impl"]].append((run.info.end_time - run.info.start_time) / 60000)
 
-    top1 = {impl: [100 * results[f"{impl}/{seed}"]["last_top1"] for seed in seeds] for impl in IMPLEMENTATIONS}
-    print(f"\n{args.preset} preset, {args.labels} labels, seeds {', '.join(map(str, seeds))}; top-1 % of the EMA model "
-          "at the last evaluation, real CIFAR-10 subset:")
+    print(f"\n{args.preset} preset, {args.labels} labels, seeds {', '.join(map(str, seeds))}; top-1 % of the EMA model at "
+          f"the last evaluation, real CIFAR-10 subset ({output_dir}):")
     for impl in IMPLEMENTATIONS:
-        spread = f" ± {statistics.stdev(top1[impl]):.2f}" if len(seeds) > 1 else ""
-        print(f"  {impl:16s} {statistics.mean(top1[impl]):.2f}{spread}   ({', '.join(f'{v:.2f}' for v in top1[impl])})")
-    gap = [a - b for a, b in zip(top1["own"], top1["torchssl"])]
-    remaining = [a - b for a, b in zip(top1["own-as-torchssl"], top1["torchssl"])]
-    print(f"  own − torchssl:             {interval(gap)}")
-    print(f"  own-as-torchssl − torchssl: {interval(remaining)}")
+        values = [top1[impl][seed] for seed in seeds]
+        spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+        print(f"  {impl:16s} {statistics.mean(values):.2f}{spread}   ({', '.join(f'{v:.2f}' for v in values)}; "
+              f"{statistics.median(minutes[impl]):.1f} min per run)")
+    gap = interval([top1["own"][seed] - top1["torchssl"][seed] for seed in seeds])
+    remaining = interval([top1["own-as-torchssl"][seed] - top1["torchssl"][seed] for seed in seeds])
+    for label, (mean, half) in (("own − torchssl", gap), ("own-as-torchssl − torchssl", remaining)):
+        print(f"  {label:28s} {mean:+.2f} pp, 95 % interval [{mean - half:+.2f}, {mean + half:+.2f}]")
     if len(seeds) < 2:
         print("One seed cannot tell whether the ledger explains the gap.")
         return
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(seeds) - 1) * statistics.stdev(remaining) / math.sqrt(len(seeds))
-    explained = abs(statistics.mean(remaining)) <= half
+    mean, half = remaining
+    explained = abs(mean) <= half
     print(("The ledger explains the gap: " if explained else "The ledger does not explain the gap: ")
-          + f"own-as-torchssl − torchssl is {statistics.mean(remaining):+.2f} pp, "
-          + ("within" if explained else "outside") + f" ± {half:.2f} pp of zero over {len(seeds)} paired seeds "
-          + f"(own − torchssl: {statistics.mean(gap):+.2f} pp).")
+          + f"own-as-torchssl − torchssl is {mean:+.2f} pp, {'within' if explained else 'outside'} ± {half:.2f} pp of "
+          + f"zero over {len(seeds)} paired seeds (own − torchssl: {gap[0]:+.2f} ± {gap[1]:.2f} pp).")
 
 
 if __name__ == "__main__":
