@@ -144,8 +144,10 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
     an unreachable server for minutes)."""
     if store.embedded:
         database = Path(store.tracking_uri.removeprefix("sqlite:///"))
+        if not database.exists():
+            return  # the runner creates it under the store lock, once the whole grid has been checked
         try:
-            with store_lock(database.parent):  # a new store is created (and migrated) by one runner only
+            with store_lock(database.parent):  # wait while another runner is still creating it
                 store.client().search_experiments(max_results=1)
         except Exception as error:
             raise TrackingError(f"The MLflow store {database} cannot be opened ({_first_line(error)}); if it is "

@@ -1,6 +1,7 @@
 """The own training loop on real CIFAR-10 images: resume, baseline, failure, both augmentation paths."""
 
 import functools
+import re
 
 import pytest
 import torch
@@ -111,10 +112,20 @@ def test_per_image_pil_augmentation_path_trains_and_is_deterministic(tmp_path):
     assert first.metrics[names.EVAL_TOP1] == second.metrics[names.EVAL_TOP1]
 
 
-def test_a_diverging_loss_stops_the_run_with_a_clear_error(tmp_path):
-    config = TINY.replace(learning_rate=1e12, precision="fp32")
-    with pytest.raises(NonFiniteLossError, match="NaN or infinite"):
-        OwnFixMatch().train(run_inputs(config, tmp_path), RecordingSink())
+def test_a_diverging_loss_stops_the_run_at_its_iteration_before_anything_of_it_is_logged_or_checkpointed(tmp_path):
+    config = TINY.replace(learning_rate=1e12, precision="fp32", log_interval=1, eval_interval=1, checkpoint_interval=1)
+    sink = RecordingSink()
+    with pytest.raises(NonFiniteLossError, match=r"NaN or infinite at iteration (\d+)") as raised:
+        OwnFixMatch().train(run_inputs(config, tmp_path), sink)
+    bad = int(re.search(r"iteration (\d+)", str(raised.value)).group(1))
+    logged = [step for history in sink.metrics.values() for step in history]
+    assert bad >= 1 and all(step < bad for step in logged)
+    assert all(step < bad for step in sink.confusion_steps)
+    written = [iteration for iteration in sink.checkpoints if iteration > 0]  # 0: the start, no file
+    assert all(iteration < bad for iteration in written)
+    if written:  # the last good one is kept
+        saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+        assert saved["progress"].iteration == written[-1] < bad
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_matrix_units(tmp_path):

@@ -132,3 +132,16 @@ def test_torchssl_with_ten_labels_is_refused_because_it_would_ignore_our_split(o
     result = bench_run(output_dir, "--impl", "own,torchssl", "--labels", "10")
     assert result.exit_code == USAGE_ERROR
     assert "fixed index table" in error_line(result)
+
+
+def test_a_damaged_store_is_named_in_one_sentence(tmp_path):
+    output_dir = tmp_path / "runs"
+    output_dir.mkdir()
+    (output_dir / "mlflow.db").write_bytes(b"this is not an sqlite database" * 100)
+    result = CliRunner().invoke(main, ["run", "--labels", "40", "--preset", "smoke", "--device", "cpu",
+                                       "--data-dir", str(SUBSET_DIR), "--output-dir", str(output_dir)],
+                                env={"MLFLOW_TRACKING_URI": None})
+    assert result.exit_code == ERROR
+    assert error_line(result).startswith(f"The MLflow store {output_dir.resolve() / 'mlflow.db'} cannot be opened (")
+    assert "move it aside" in error_line(result)
+    assert "Traceback" not in result.output

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import time
 
 import git
 import mlflow
 import numpy as np
 import pytest
+from mlflow.entities import Metric
 
 from harness import tracking
 
@@ -197,3 +200,42 @@ def test_git_info_gives_the_commit_and_whether_tracked_files_changed(tmp_path):
 
 def test_git_info_outside_a_repository_says_unknown(tmp_path):
     assert tracking.git_info(tmp_path) == {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+HOLD_LOCK = """
+import sqlite3, sys, time
+connection = sqlite3.connect(sys.argv[1], isolation_level=None)
+connection.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+connection.execute("COMMIT")
+"""
+
+
+def hold_the_store(store, seconds: float) -> subprocess.Popen:
+    """Another process with an exclusive lock on the sqlite store, as a writer of another runner has."""
+    database = store.tracking_uri.removeprefix("sqlite:///")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, database, str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_write_to_a_store_locked_by_another_process_waits_and_succeeds(client, store, run_id):
+    holder = hold_the_store(store, 3)
+    started = time.monotonic()
+    client.log_batch(run_id, metrics=[Metric("train/lr", 0.03, 0, 1)])
+    holder.wait(timeout=30)
+    assert time.monotonic() - started >= 1  # it did wait for the lock
+    assert history(client, run_id, "train/lr") == [(1, 0.03)]
+
+
+def test_a_store_locked_beyond_the_wait_is_one_sentence(client, store, run_id, monkeypatch):
+    # SQLite itself waits 20 s (MLflow's busy timeout) before a call fails as locked; then ours retries.
+    monkeypatch.setattr(tracking, "LOCKED_STORE_WAIT_SECONDS", 1.0)
+    holder = hold_the_store(store, 40)
+    try:
+        with pytest.raises(tracking.TrackingError, match=r"^The MLflow store stayed locked by another process for 1 s"):
+            client.log_batch(run_id, metrics=[Metric("train/lr", 0.03, 0, 1)])
+    finally:
+        holder.kill()
+        holder.wait()

@@ -81,3 +81,13 @@ def test_worker_progress_events_are_the_only_thing_on_its_stdout(store, split_pa
     events = [json.loads(line) for line in worker.stdout.splitlines()]
     assert [event["event"] for event in events] == ["started", "finished"]
     assert events[-1]["status"] == "FAILED"
+
+
+def test_a_torn_spec_is_one_sentence_saying_what_to_do(tmp_path):
+    torn = tmp_path / "spec.json"
+    torn.write_text('{"impl": "own", "labels": 4')
+    worker = run_worker(torn)
+    assert worker.returncode == EXIT_FAILED
+    assert worker.stderr.strip().startswith(f"The run spec {torn} cannot be read (")
+    assert "run the same `bench run` again" in worker.stderr
+    assert "Traceback" not in worker.stderr

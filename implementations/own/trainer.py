@@ -105,6 +105,13 @@ class FixMatchTraining:
         self.ema.update(self.model)
         return loss, learning_rate
 
+    def raise_if_weights_non_finite(self, iteration: int) -> None:
+        """A finite loss can still leave NaN or infinite weights (a huge step); such weights are no checkpoint."""
+        parameters = [*self.model.parameters(), *self.ema.module.parameters()]
+        if not all(torch.isfinite(parameter).all() for parameter in parameters):
+            raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {iteration}: its update "
+                                     "left NaN or infinite weights; the run is stopped")
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -255,6 +262,9 @@ class Evaluator:
             ema_model(normalize(chunk, self.normalization).contiguous(memory_format=self.memory_format)).float()
             for chunk in self.images.split(self.batch_size)
         ])
+        if not torch.isfinite(logits).all():
+            raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {progress.iteration}: "
+                                     "the EMA model's outputs are no longer finite; the run is stopped")
         metrics, confusion = classification_metrics(logits, self.labels, self.class_names)
         if metrics[names.EVAL_TOP1] > progress.best_top1:
             progress.best_top1, progress.best_iteration = metrics[names.EVAL_TOP1], progress.iteration
@@ -307,12 +317,15 @@ class OwnFixMatch:
                               or time.monotonic() - last_checkpoint_time > 60 * config.checkpoint_minutes)
             if not (log_due or evaluation_due or checkpoint_due):
                 continue
-            signals.raise_if_non_finite()  # before anything of this iteration is logged or checkpointed
+            # Nothing of this iteration is logged or checkpointed unless its loss, and the weights it left, are finite.
+            signals.raise_if_non_finite()
+            if checkpoint_due:
+                training.raise_if_weights_non_finite(iteration)
             with signals.paused():
-                if log_due:
-                    sink.log_metrics(signals.summarise(learning_rate), step=iteration)
                 if evaluation_due:
                     evaluator.evaluate(training.ema.module, progress, sink)
+                if log_due:
+                    sink.log_metrics(signals.summarise(learning_rate), step=iteration)
                 if checkpoint_due:
                     checkpoint.save(training, batches, signals, progress)
                     last_checkpoint_time = time.monotonic()
