@@ -24,3 +24,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             vendor.sync_checkout(str(TORCHSSL_BUNDLE))
         except vendor.VendorError as error:
             raise pytest.UsageError(f"The TorchSSL checkout cannot be synced from {TORCHSSL_BUNDLE}: {error}") from None
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of small batches: on a busy 2-core machine two intra-op threads wait for each other far longer
+    than the work takes. Restored for the other test modules."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

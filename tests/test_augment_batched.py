@@ -19,6 +19,8 @@ from implementations.ledger import TORCHSSL_CHOICES
 from implementations.own import augment, augment_batched
 from tests.cifar_images import cifar_images
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PAPER = augment.PAPER_RECIPE
 TORCHSSL = augment.AugmentationRecipe.from_config(TrainConfig().replace(**TORCHSSL_CHOICES))
 both_recipes = pytest.mark.parametrize("recipe", [PAPER, TORCHSSL], ids=["paper", "torchssl"])
@@ -32,14 +34,6 @@ def allowed_differing_fraction(name: str) -> float:
     return MAX_DIFFERING_FRACTION if name == "Rotate" else 0.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # These batches are small: on a busy 2-core machine two intra-op threads wait for each other far
-    # longer than the work takes. Restored for the other test modules.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def batch_of(images_hwc: np.ndarray) -> torch.Tensor:

@@ -29,6 +29,8 @@ from implementations.own.batches import TrainingBatches
 from tests.cifar_images import cifar_images
 from tests.fixtures_data import REPO_ROOT, torchssl_checkout
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TORCHSSL_CONFIG = TrainConfig().replace(**TORCHSSL_CHOICES)
 TORCHSSL = augment.AugmentationRecipe.from_config(TORCHSSL_CONFIG)
 OP_IMAGES = 32  # real images per op and magnitude
@@ -38,12 +40,6 @@ CUTOUT_SEED = 5  # TorchSSL's CutoutAbs draws its centre from the global np.rand
 KS_IMAGES, KS_REPEATS = 1102, 4  # as the PIL-vs-batched test: 4,408 augmented images per side
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def op_magnitudes() -> dict[str, list[list[float]]]:

@@ -369,12 +369,19 @@ def run(spec: dict, channel: Channel) -> None:
                  torchssl_return={key: float(value) for key, value in (bridge.train_return or {}).items()})
 
 
-def main(argv: list[str]) -> int:
+def read_spec(argv: list[str], module: str) -> dict | None:
+    """The JSON spec named on the command line, or None (usage printed) when there is not exactly one."""
     if len(argv) != 1:
-        print("usage: python -m implementations.torchssl.child <spec.json>", file=sys.stderr)
-        return 2
+        print(f"usage: python -m {module} <spec.json>", file=sys.stderr)
+        return None
     with open(argv[0], encoding="utf-8") as file:
-        spec = json.load(file)
+        return json.load(file)
+
+
+def main(argv: list[str]) -> int:
+    spec = read_spec(argv, "implementations.torchssl.child")
+    if spec is None:
+        return 2
     _die_with_parent()
     channel = Channel(int(spec["message_fd"]))
     try:

@@ -19,12 +19,11 @@ sys.dont_write_bytecode = True  # before any import: no __pycache__ inside the T
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
-import json  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from implementations.torchssl.child import make_torchssl_importable, serve_our_arrays  # noqa: E402
+from implementations.torchssl.child import make_torchssl_importable, read_spec, serve_our_arrays  # noqa: E402
 
 
 def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -117,11 +116,9 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m implementations.torchssl.parity_child <spec.json>", file=sys.stderr)
+    spec = read_spec(argv, "implementations.torchssl.parity_child")
+    if spec is None:
         return 2
-    with open(argv[0], encoding="utf-8") as file:
-        spec = json.load(file)
     make_torchssl_importable(spec["checkout"], emulate_cuda=True)
     import fixmatch as torchssl_fixmatch  # TorchSSL's fixmatch.py
 
