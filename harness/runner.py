@@ -38,6 +38,7 @@ from implementations import IMPLEMENTATIONS, configure, fields_used
 from implementations.interface import EVAL_TOP1, ImageData, TrainConfig
 
 SPLITS_FOLDER = "splits"
+NOT_STARTED = "NOT STARTED"
 SECONDS_TO_END_AFTER_STOP = 60  # a stopped worker gets this long to end its MLflow run before SIGKILL
 LOG_TAIL_LINES = 20
 
@@ -102,7 +103,7 @@ class GridPlan:
 class RunOutcome:
     name: str
     run_id: str
-    status: str  # FINISHED, FAILED, KILLED, or SCHEDULED when never started
+    status: str  # FINISHED, FAILED, KILLED, NOT_STARTED (the grid stopped first), or UNRECORDED (store unreachable)
     previously_finished: bool = False
     final_top1: float | None = None
     best_top1: float | None = None
@@ -416,6 +417,8 @@ def execute_grid(plan: GridPlan) -> GridResult:
                 _end_parent(client, experiment_id, parent_run_id)
             except Exception as error:  # an unreachable store: the next `bench run` ends it
                 click.echo(f"The parent run {parent_run_id} could not be ended ({_sentence(error)}).", err=True)
+    for planned in plan.runs:  # the grid was stopped before these started
+        outcomes.setdefault(planned.run_key, RunOutcome(planned.name, "", NOT_STARTED))
     outcomes_in_order = [outcomes[run.run_key] for run in plan.runs]
     _print_summary(plan, outcomes_in_order, experiment_id)
     return GridResult(outcomes_in_order, interrupted=scheduler.stopping)
@@ -427,9 +430,7 @@ def _outcome_from_store(client, name: str, run_id: str) -> RunOutcome:
     best = metrics.get("summary/best_top1")
     if best is None and EVAL_TOP1 in metrics:
         best = max(point.value for point in client.get_metric_history(run_id, EVAL_TOP1))
-    wall = metrics.get("summary/training_seconds")
-    if wall is None and run.info.end_time and run.info.start_time:
-        wall = (run.info.end_time - run.info.start_time) / 1000
+    wall = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None
     return RunOutcome(name, run_id, run.info.status, final_top1=metrics.get(EVAL_TOP1), best_top1=best,
                       wall_seconds=wall, message=run.data.tags.get(tracking.ERROR_TAG, ""))
 
@@ -882,9 +883,9 @@ def _print_summary(plan: GridPlan, outcomes: list[RunOutcome], experiment_id: st
     if done:
         click.echo(f"\n{done} run(s) already finished (no training).")
     for outcome in outcomes:
-        if outcome.status not in ("FINISHED", "SCHEDULED") and outcome.log_path is not None:
+        if outcome.status not in ("FINISHED", NOT_STARTED) and outcome.log_path is not None:
             click.echo(f"{outcome.name} {outcome.status}: {outcome.message or 'see its log'} (log: {outcome.log_path})")
-    if any(outcome.status in ("FAILED", "KILLED", "SCHEDULED", "UNRECORDED") for outcome in outcomes):
+    if any(outcome.status in ("FAILED", "KILLED", NOT_STARTED, "UNRECORDED") for outcome in outcomes):
         click.echo("Run the same command again to resume unfinished runs from their last checkpoint.")
     if plan.store.is_server:
         where = f"{plan.store.tracking_uri.rstrip('/')}/#/experiments/{experiment_id}"

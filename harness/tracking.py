@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
-from mlflow.entities import Metric, Param, Run, RunStatus, RunTag, ViewType
+from mlflow.entities import Metric, Param, Run, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
@@ -265,11 +265,10 @@ def find_child_run(client: MlflowClient, experiment_id: str, run_key: str) -> Ru
 
 def create_child_run(client: MlflowClient, experiment_id: str, parent_run_id: str, run_name: str,
                      tags: Mapping[str, object]) -> str:
-    """A child run, SCHEDULED until its worker starts it (so the UI shows the whole grid at once)."""
+    """A child run, created when its worker is about to start: its MLflow start time is its own."""
     all_tags = {ROLE_TAG: CHILD, MLFLOW_PARENT_RUN_ID: parent_run_id, **tags}
     run = client.create_run(experiment_id, tags={key: str(value) for key, value in all_tags.items()},
                             run_name=run_name)
-    client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.SCHEDULED))
     return run.info.run_id
 
 

@@ -274,3 +274,21 @@ def test_a_tracking_server_gone_for_a_while_mid_run_loses_nothing(reference, tmp
         if runner.poll() is None:
             runner.kill()
         stop_server(server)
+
+
+def test_ctrl_c_stops_the_grid_cleanly_and_the_same_command_finishes_it(tmp_path):
+    runner = subprocess.Popen(run_arguments(tmp_path, "40", "0,1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=ENVIRONMENT)
+    wait_for(lambda: the_worker(tmp_path) is not None, what="a worker")
+    time.sleep(2)
+    runner.send_signal(signal.SIGINT)
+    stdout, stderr = runner.communicate(timeout=180)
+    assert runner.returncode == 130, stdout + stderr
+    assert "Traceback" not in stdout + stderr
+    summary = {line.split("  ")[0]: line for line in stdout.splitlines() if line.startswith("own · ")}
+    assert "KILLED" in summary["own · labels=40 · seed=0"]
+    assert "NOT STARTED" in summary["own · labels=40 · seed=1"]
+    assert the_worker(tmp_path) is None  # stopped, not orphaned
+    finished = bench_run(tmp_path, seeds="0,1")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert {run.info.status for run in child_runs(store_client(tmp_path))} == {"FINISHED"}

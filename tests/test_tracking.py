@@ -178,12 +178,12 @@ def test_the_parent_run_of_a_label_count_and_preset_is_found_again(client, exper
     assert client.get_run(parent).info.run_name == "labels=40 · smoke"
 
 
-def test_a_child_run_is_scheduled_until_its_worker_starts_and_found_by_its_run_key(client, experiment_id):
+def test_a_child_run_is_found_by_its_run_key(client, experiment_id):
     parent = tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke")
     run_id = tracking.create_child_run(client, experiment_id, parent, "own · labels=40 · seed=0",
                                        {"impl": "own", "run_key": "own-40-0-smoke-abc"})
     found = tracking.find_child_run(client, experiment_id, "own-40-0-smoke-abc")
-    assert found.info.run_id == run_id and found.info.status == "SCHEDULED"
+    assert found.info.run_id == run_id and found.info.status == "RUNNING"
     assert found.data.tags["mlflow.parentRunId"] == parent
     assert tracking.find_child_run(client, experiment_id, "own-40-1-smoke-abc") is None
 

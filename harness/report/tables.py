@@ -511,6 +511,6 @@ def unfinished_table(data: ReportData) -> Table | None:
         ["implementation", "labels", "seed", "preset", "MLflow status", "iterations reached", "last top-1 %",
          "why it stopped (as recorded)", "run id"],
         rows,
-        ["SCHEDULED: not started yet. RUNNING: still training, or its process died without ending the run. "
+        ["RUNNING: still training, or its process died without ending the run. "
          "FAILED/KILLED: stopped; `bench run` with the same arguments resumes it from its last checkpoint."],
     )

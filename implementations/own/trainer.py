@@ -321,11 +321,12 @@ class OwnFixMatch:
             signals.raise_if_non_finite()
             if checkpoint_due:
                 training.raise_if_weights_non_finite(iteration)
+            training_signals = signals.summarise(learning_rate) if log_due else None  # ends the window's clock
             with signals.paused():
                 if evaluation_due:
                     evaluator.evaluate(training.ema.module, progress, sink)
-                if log_due:
-                    sink.log_metrics(signals.summarise(learning_rate), step=iteration)
+                if training_signals is not None:
+                    sink.log_metrics(training_signals, step=iteration)
                 if checkpoint_due:
                     checkpoint.save(training, batches, signals, progress)
                     last_checkpoint_time = time.monotonic()

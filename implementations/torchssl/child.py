@@ -230,7 +230,14 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     @functools.wraps(original_evaluate)
     def evaluate(self, eval_loader=None, args=None):
         with bridge.paused():
-            result = original_evaluate(self, eval_loader=eval_loader, args=args)
+            try:
+                result = original_evaluate(self, eval_loader=eval_loader, args=args)
+            except ValueError as error:  # sklearn's metrics refuse NaN scores: the weights diverged
+                if "NaN" not in str(error) and "infinity" not in str(error):
+                    raise
+                raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite at iteration "
+                                        f"{bridge.iterations_done}: the EMA model's outputs are no longer finite; "
+                                        "the run is stopped") from None
         bridge.on_evaluation(result)
         return result
 
@@ -240,6 +247,10 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
 
     @functools.wraps(original_save)
     def save_model(self, save_name, save_path):
+        if not all(torch.isfinite(parameter).all() for parameter in self.model.parameters()):
+            raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite at iteration "
+                                    f"{bridge.iterations_done}: its update left NaN or infinite weights; the run is "
+                                    "stopped before they are saved")
         with bridge.paused():
             original_save(self, save_name + ".partial", save_path)
             partial = os.path.join(save_path, save_name + ".partial")
