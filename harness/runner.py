@@ -3,12 +3,12 @@ MLflow, resumable.
 
 1. `plan_grid` checks every input before anything is written (each problem is one sentence and a
    non-zero exit), resolves the configuration and draws each (labels, seed) split once.
-2. `execute_grid` saves the splits, finds or creates the MLflow parent run of every (labels, preset)
-   and the child run of every (impl, labels, seed) (matched by `run_key`), skips finished children,
-   writes a run spec per run into its work dir and runs `python -m harness.worker <spec>` for each,
-   one at a time (one per GPU when several are present, or `--max-parallel`), with a progress bar
-   per run. An unfinished child (killed, failed, interrupted) is resumed in the same MLflow run from
-   the checkpoint in its work dir.
+2. `execute_grid` saves the splits and skips finished runs; for each other run, when a slot is free, it
+   claims the run (see "execute" below: a run another `bench run` is training is followed, not started
+   twice), finds or creates its MLflow parent (labels, preset) and child (matched by `run_key`), writes a
+   run spec into the run's work dir and runs `python -m harness.worker <spec>`, one at a time (one per GPU
+   when several are present, or `--max-parallel`), with a progress bar per run. An unfinished child
+   (killed, failed, interrupted) is resumed in the same MLflow run from the checkpoint in its work dir.
 3. A summary table, and where to look.
 """
 

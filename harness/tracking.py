@@ -8,7 +8,9 @@ The layout (read back by harness/report):
 - one CHILD run per (impl, labels, seed) under its parent: name "own · labels=40 · seed=0", tags
   `ssl_bench.role=child`, `impl`, `labels`, `seed`, `split_digest`, `preset`, `run_key`, `data_identity`,
   `data_official`, `git_commit`, `git_dirty` (+ `torchssl_commit`, `torchssl_tree_clean`); params = the
-  resolved TrainConfig + `labels`; metrics under the interface.py names with step = iteration; artifacts
+  resolved TrainConfig fields the implementation reads + `labels` (a TorchSSL run adds `torchssl.*`, its
+  arguments, and `torchssl_fixed.*`, its fixed choices); metrics under the interface.py names with step =
+  iteration, sent when a checkpoint covers them (`MlflowMetricsSink`); artifacts
   `confusion_matrix/step_<iteration:08d>.json`, `confusion_matrix/final.png`, `split/labeled_indices.npy`,
   `split/split.json`, `environment.json`; the split as a dataset input whose digest is the split digest.
 """
