@@ -391,9 +391,9 @@ def execute_grid(plan: GridPlan) -> GridResult:
     options = plan.options
     plan.output_dir.mkdir(parents=True, exist_ok=True)
     _save_splits(plan)
-    client = plan.store.client()
     try:
         with tracking.store_lock(plan.output_dir):
+            client = plan.store.client()  # MLflow creates (and migrates) an embedded store when a client opens it
             experiment_id = tracking.get_or_create_experiment(client, options.experiment, plan.store.artifact_root)
     except tracking.TrackingError as error:
         raise click.ClickException(str(error)) from None

@@ -150,7 +150,7 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
             return  # the runner creates it under the store lock, once the whole grid has been checked
         try:
             with store_lock(database.parent):  # wait while another runner is still creating it
-                store.client().search_experiments(max_results=1)
+                store.client().search_experiments(max_results=1)  # opening it completes a half-made store
         except Exception as error:
             raise TrackingError(f"The MLflow store {database} cannot be opened ({_first_line(error)}); if it is "
                                 "damaged, move it aside (its runs are then gone from the UI and reports) or choose "
