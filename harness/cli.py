@@ -7,20 +7,23 @@ from pathlib import Path
 import click
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 def main() -> None:
     """ssl-bench: own FixMatch beside TorchSSL's, same splits, tracked in MLflow."""
 
 
 # --- bench run / bench worker / bench ui: owned by harness/runner.py, harness/worker.py, harness/ui.py
-@main.command("run")
+@main.command("run", short_help="Run the grid impl × labels × seeds, tracked in MLflow; resumable.")
 @click.option("--labels", required=True, metavar="N[,N...]",
               help="Label counts, comma-separated, each a multiple of 10 (e.g. 40,250,4000).")
 @click.option("--impl", default="own", show_default=True, metavar="NAME[,NAME...]",
-              help="Implementations: own, torchssl (comma-separated).")
+              help="Implementations, comma-separated: own (the paper's choices), own-as-torchssl (own with every "
+                   "ledger switch at TorchSSL's choice), torchssl (TorchSSL's own code).")
 @click.option("--seeds", default="0", show_default=True, metavar="S[,S...]",
               help="Seeds, comma-separated; each seed draws its own label split and initialisation.")
-@click.option("--preset", default="paper", show_default=True, help="Configuration: paper, smoke, cpu.")
+@click.option("--preset", default="paper", show_default=True, metavar="[paper|cpu|smoke]",
+              help="Configuration: paper (the paper's protocol, GPU work), cpu (minutes on a CPU), smoke (checks "
+                   "that everything runs).")
 @click.option("--iterations", type=int, default=None, help="Override the preset's number of training iterations.")
 @click.option("--eval-interval", type=int, default=None, help="Override the preset's evaluation interval (iterations).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -63,7 +66,7 @@ def worker_command(spec: Path) -> None:
     raise SystemExit(worker_main([str(spec)]))
 
 
-@main.command("ui")
+@main.command("ui", short_help="Open the MLflow UI on the runs' store.")
 @click.option("--port", type=int, default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Interface to bind; 127.0.0.1 keeps the UI on this machine.")
@@ -79,7 +82,7 @@ def ui_command(port: int, host: str, output_dir: Path, tracking_uri: str | None)
 
 
 # --- bench parity: owned by harness/parity.py
-@main.command("parity")
+@main.command("parity", short_help="Check own-as-torchssl against TorchSSL's code step by step; --list the ledger.")
 @click.option("--labels", type=int, default=40, show_default=True, help="Label count of the split the batches come from.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Training iterations to compare.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the batches and the initial weights.")
@@ -106,7 +109,7 @@ def parity_command(labels: int, steps: int, seed: int, data_dir: Path, own_defau
 
 
 # --- bench vendor: owned by harness/vendor.py
-@main.group()
+@main.group(short_help="Fetch and check the pinned TorchSSL checkout.")
 def vendor() -> None:
     """The pinned TorchSSL checkout that `--impl torchssl` runs (see vendor/torchssl.toml)."""
 
@@ -145,7 +148,7 @@ def vendor_status() -> None:
 
 
 # --- bench report: owned by harness/report/
-@main.command("report")
+@main.command("report", short_help="Turn the runs in MLflow into a report (Markdown and PDF).")
 @click.option("--experiment", default=None, metavar="NAME",
               help="MLflow experiment to report on [default: cifar10-fixmatch].")
 @click.option("--run", "parent_run_id", default=None, metavar="PARENT_ID",
