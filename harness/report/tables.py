@@ -299,8 +299,7 @@ def _set_aside_notes(section: Section) -> list[str]:
 
 
 def _evaluation_schedule_notes(summaries: pd.DataFrame) -> list[str]:
-    """Say so when implementations evaluated at different iterations (TorchSSL has its own schedule):
-    then best and median-of-last-20 select among different checkpoints."""
+    """Say so when implementations evaluated at different iterations (TorchSSL has its own schedule)."""
     notes = []
     for labels in sorted(summaries["labels"].unique()):
         at_labels = summaries[summaries["labels"] == labels]
@@ -308,8 +307,9 @@ def _evaluation_schedule_notes(summaries: pd.DataFrame) -> list[str]:
                      for impl, group in at_labels.groupby("impl")}
         if len({tuple(steps) for steps in schedules.values()}) > 1:
             described = "; ".join(f"{impl} {_steps_text(schedules[impl])}" for impl in impl_order(schedules))
-            notes.append(f"{labels} labels: the implementations evaluated at different iterations ({described}), "
-                         "so best and median-of-last-20 select among different checkpoints.")
+            notes.append(f"{labels} labels: the implementations evaluated at different iterations ({described}): "
+                         "best selects among different checkpoints; the median is over the same window of iterations "
+                         "for each, whatever its evaluations in it.")
     return notes
 
 
