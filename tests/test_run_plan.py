@@ -46,3 +46,19 @@ def test_own_as_torchssl_runs_with_every_ledger_switch_at_torchssls_value(tmp_pa
     assert configs["own"].precision == "bf16" and configs["own"].randaugment_ops == 2
     for field, value in TORCHSSL_CHOICES.items():
         assert getattr(configs["own-as-torchssl"], field) == value, field
+
+
+def test_a_torn_split_file_in_the_output_dir_is_written_anew_from_the_plan(tmp_path, monkeypatch):
+    from harness.runner import _save_splits, split_path
+    from harness.splits import LabelSplit
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    plan = plan_grid(GridOptions(labels="40", seeds="0", preset="smoke", data_dir=SUBSET_DIR, device="cpu",
+                                 output_dir=tmp_path / "runs"))
+    (run,) = plan.runs
+    _save_splits(plan)
+    stem = split_path(plan.output_dir, run.split)
+    npy = stem.with_name(stem.name + ".npy")
+    npy.write_bytes(npy.read_bytes()[:40])  # torn by a kill or a full disk
+    _save_splits(plan)
+    assert LabelSplit.load(stem).digest == run.split.digest
