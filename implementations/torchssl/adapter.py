@@ -46,9 +46,10 @@ import numpy as np
 import yaml
 
 from harness import vendor
+from implementations.interface import (
+    EVAL_TOP1, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig, resolve_device,
+)
 from implementations.ledger import TORCHSSL_CHOICES
-from implementations.interface import (EVAL_TOP1, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig,
-                                       resolve_device)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CONFIG = "config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
