@@ -8,7 +8,7 @@ implementation, and the paired differences own − torchssl and own-as-torchssl 
 intervals; the last line says whether the ledger explains the gap. `bench report --output-dir <store>`
 turns the same store into the full report.
 
-    python benchmarks/ledger_gap.py [--seeds 0,1,2] [--labels 250] [--preset cpu] [--output-dir DIR]
+    python benchmarks/ledger_gap.py [--seeds 0,1,2] [--labels 250] [--preset cpu] [--output-dir DIR] [--max-parallel N]
 
 Interrupted? Run it again: `bench run` skips finished runs and resumes the others. About 25-35 minutes per
 seed on a 2-core CPU.
@@ -47,13 +47,14 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=250)
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--max-parallel", type=int, default=1, help="runs at once (each then gets its share of the cores)")
     args = parser.parse_args()
     output_dir = args.output_dir or str(REPO_ROOT / "runs" / f"ledger_gap-{args.preset}-{args.labels}")
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     completed = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--impl", ",".join(IMPLEMENTATIONS), "--labels", str(args.labels),
          "--seeds", args.seeds, "--preset", args.preset, "--device", "cpu", "--data-dir", str(SUBSET_DIR),
-         "--output-dir", output_dir], cwd=REPO_ROOT, env=environment)
+         "--output-dir", output_dir, "--max-parallel", str(args.max_parallel)], cwd=REPO_ROOT, env=environment)
     if completed.returncode != 0:
         raise SystemExit(f"bench run ended with exit code {completed.returncode}; run this again to resume.")
 
