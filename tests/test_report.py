@@ -483,3 +483,21 @@ def test_an_out_folder_with_other_files_is_left_alone(store, tmp_path):
     assert result.exit_code == 1
     assert "already holds files that `bench report` did not write" in result.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("low, high", [(0.0, 2.0), (-0.01, 0.03), (0.0, 100.0), (41.9, 42.1)])
+def test_percent_tick_labels_are_distinct_and_never_negative_zero_at_any_scale(low, high):
+    import matplotlib.pyplot as plt
+
+    from harness.report.figures import PercentTicks
+
+    figure, axis = plt.subplots()
+    try:
+        axis.plot([0, 1], [low, high])
+        axis.yaxis.set_major_formatter(PercentTicks())
+        figure.canvas.draw()
+        labels = [label.get_text() for label in axis.get_yticklabels() if label.get_text()]
+    finally:
+        plt.close(figure)
+    assert len(labels) >= 3 and len(labels) == len(set(labels)), labels
+    assert not any(label[0] in "−-" and float(label.strip("−-%")) == 0 for label in labels), labels  # no "−0 %"

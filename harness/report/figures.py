@@ -98,6 +98,17 @@ def _save(figure: Figure, report_dir: Path, section: Section, name: str) -> Path
     return relative
 
 
+class PercentTicks(PercentFormatter):
+    """Percent tick labels with as many decimals as the axis range needs, so that no two ticks read the same at
+    any scale (PercentFormatter's automatic decimals), and never "−0 %" for a tick a rounding error below zero."""
+
+    def __init__(self):
+        super().__init__(decimals=None)
+
+    def __call__(self, x, pos=None):
+        return super().__call__(0.0 if abs(x) < 1e-9 else x, pos)
+
+
 def top1_vs_iteration(data: ReportData, section: Section, report_dir: Path) -> FigureFile:
     label_counts = sorted(section.runs["labels"].unique())
     impls = impl_order(section.runs["impl"])
@@ -139,7 +150,7 @@ def training_signals(data: ReportData, section: Section, report_dir: Path, name:
             axis.set_title(f"{title}, {labels} labels")
             axis.xaxis.set_major_formatter(EngFormatter(sep=""))
             if percent_axis:
-                axis.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+                axis.yaxis.set_major_formatter(PercentTicks())
             if row == len(label_counts) - 1:
                 axis.set_xlabel("iteration")
             if axis.has_data():
