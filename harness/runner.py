@@ -321,6 +321,7 @@ class _Active:
     log_offset: int = 0
     bar: object = None
     last_iteration: int = 0
+    last_top1: float | None = None
 
     @property
     def name(self) -> str:
@@ -626,6 +627,9 @@ class _Scheduler:
         except (OSError, ValueError):
             return
         if int(event.get("iteration", 0)) != active.last_iteration:
+            # Polled, this file may skip the evaluation's own event: a new top-1 is an evaluation.
+            event["evaluated"] = event.get("evaluated") or event.get("top1") != active.last_top1
+            active.last_top1 = event.get("top1")
             self._on_event(active, event)
 
     def _poll_attached(self) -> None:
