@@ -29,6 +29,9 @@ class KeepingSink:
     def checkpointed(self, iteration):
         pass
 
+    def progress(self, iteration):
+        pass
+
 
 def subset_run_inputs(config: TrainConfig, work_dir: Path, num_labels: int = 40) -> RunInputs:
     data = load_cifar10(SUBSET_DIR)

@@ -48,6 +48,9 @@ class NoSink:
     def checkpointed(self, iteration):
         pass
 
+    def progress(self, iteration):
+        pass
+
 
 def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())

@@ -322,6 +322,7 @@ class _Active:
     bar: object = None
     last_iteration: int = 0
     last_top1: float | None = None
+    last_checkpoint: int | None = None
 
     @property
     def name(self) -> str:
@@ -618,6 +619,7 @@ class _Scheduler:
     def _on_event(self, active: _Active, event: dict) -> None:
         if event.get("event") == "progress":
             active.last_iteration = int(event.get("iteration", 0))
+            active.last_checkpoint = event.get("checkpoint")
             self.progress.run_progress(active.bar, active.name, active.last_iteration, event.get("top1"),
                                        bool(event.get("evaluated")))
 
@@ -675,7 +677,9 @@ class _Scheduler:
                 status, message = "FAILED", f"the worker exited with code {return_code} before ending its run"
             else:
                 status, message = "KILLED", "the worker it was attached to ended without ending its run"
-            message += f" after iteration {active.last_iteration}; its checkpoint is kept for the next `bench run`"
+            message += f" at iteration {active.last_iteration}; " + (
+                f"its checkpoint of iteration {active.last_checkpoint} is kept for the next `bench run`"
+                if active.last_checkpoint else "it had no checkpoint yet: the next `bench run` starts it afresh")
             tracking.end_run_with_error(self.client, active.run_id, status, message)
             outcome = _outcome_from_store(self.client, active.name, active.run_id)
         if active.process is not None:
@@ -710,8 +714,8 @@ class _Scheduler:
         if others:
             self.progress.write(f"Leaving {len(others)} run(s) to the `bench run` that started them: "
                                 + ", ".join(active.name for active in others) + ".")
-        self.progress.write("Stopping: each running worker ends its MLflow run as KILLED and keeps its checkpoint "
-                            "(Ctrl-C again to kill them at once)...")
+        self.progress.write("Stopping: each running worker ends its MLflow run as KILLED and keeps its last checkpoint "
+                            "(which one, each run's line below says; Ctrl-C again to kill them at once)...")
         for active in self.active.values():
             pid = active.process.pid if active.process is not None else active.worker_pid
             if pid:

@@ -32,7 +32,7 @@ import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 from mlflow.entities import Metric, Param, Run, RunTag, ViewType
@@ -369,6 +369,16 @@ class MetricsJournal:
         os.replace(temporary, self.path)
 
 
+class SinkListener(Protocol):
+    """Who hears of a run's numbers as they are logged (the worker's progress events)."""
+
+    def on_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def on_progress(self, iteration: int) -> None: ...
+
+    def on_checkpoint(self, iteration: int) -> None: ...
+
+
 class MlflowMetricsSink:
     """The `MetricsSink` the harness gives an implementation.
 
@@ -381,12 +391,12 @@ class MlflowMetricsSink:
     """
 
     def __init__(self, client: MlflowClient, run_id: str, class_names: tuple[str, ...], journal_path: Path | str,
-                 on_log: Callable[[Mapping[str, float], int], None] | None = None):
+                 listener: "SinkListener | None" = None):
         self.client = client
         self.run_id = run_id
         self.class_names = tuple(class_names)
         self.journal = MetricsJournal(journal_path)
-        self.on_log = on_log
+        self.listener = listener
         self._highest_step = highest_logged_steps(client, run_id)
         self.unsent_reason: str | None = None  # why the last send failed, while entries wait
         self._resumed = False
@@ -394,8 +404,8 @@ class MlflowMetricsSink:
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self.journal.append({"step": int(step), "time": int(time.time() * 1000),
                              "metrics": {key: float(value) for key, value in metrics.items()}})
-        if self.on_log is not None:
-            self.on_log(metrics, int(step))
+        if self.listener is not None:
+            self.listener.on_metrics(metrics, int(step))
 
     def log_confusion_matrix(self, matrix: np.ndarray, step: int) -> None:
         self.journal.append({"step": int(step), "confusion": np.asarray(matrix).astype(int).tolist()})
@@ -408,6 +418,12 @@ class MlflowMetricsSink:
         covered = [entry for entry in self.journal.entries() if entry["step"] <= iteration]
         unsent = self._send(covered)
         self.journal.replace(unsent)
+        if self.listener is not None:
+            self.listener.on_checkpoint(int(iteration))
+
+    def progress(self, iteration: int) -> None:
+        if self.listener is not None:
+            self.listener.on_progress(int(iteration))
 
     def _refuse_to_splice(self, start: int) -> None:
         """MLflow holds only what checkpoints covered; numbers beyond this attempt's starting checkpoint mean the

@@ -92,7 +92,14 @@ class Stopped(BaseException):
 
 
 class ProgressEvents:
-    """JSON lines to the runner; the latest progress event also in the work dir, for a runner that attaches."""
+    """JSON lines to the runner; the latest progress event also in the work dir, for a runner that attaches.
+
+    The sink's listener: a progress event after every log window and evaluation, and in between as training
+    goes on, the first at once and then every PROGRESS_SECONDS, so that the runner's bar shows the rate and an
+    estimate of the time left from the first iterations.
+    """
+
+    PROGRESS_SECONDS = 2.0
 
     def __init__(self, stream: IO[str], total_iterations: int, progress_path: Path | None = None):
         self.stream = stream
@@ -100,6 +107,8 @@ class ProgressEvents:
         self.progress_path = progress_path
         self.latest_top1: float | None = None
         self.last_iteration = 0
+        self.last_checkpoint: int | None = None
+        self.next_progress_at = 0.0
 
     def send(self, event: str, **fields) -> None:
         line = json.dumps({"event": event, **fields})
@@ -117,16 +126,35 @@ class ProgressEvents:
             self.stream = None
 
     def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self.last_iteration = int(step)
+        self.last_iteration = max(self.last_iteration, int(step))
         if names.EVAL_TOP1 in metrics:
             self.latest_top1 = float(metrics[names.EVAL_TOP1])
-        self.send("progress", iteration=int(step), total=self.total_iterations, top1=self.latest_top1,
-                  evaluated=names.EVAL_TOP1 in metrics,
-                  iterations_per_second=_optional_float(metrics.get(names.TRAIN_ITERATIONS_PER_SECOND)))
+        self._send_progress(evaluated=names.EVAL_TOP1 in metrics)
 
+    def on_progress(self, iteration: int) -> None:
+        self.last_iteration = iteration
+        if time.monotonic() >= self.next_progress_at:
+            self._send_progress(evaluated=False)
 
-def _optional_float(value) -> float | None:
-    return None if value is None else float(value)
+    def on_checkpoint(self, iteration: int) -> None:
+        self.last_checkpoint = iteration or None  # 0: a run that starts afresh has none
+        self.last_iteration = max(self.last_iteration, iteration)  # a resumed run starts there
+        if iteration:
+            self._send_progress(evaluated=False)  # the runner learns what a kill would keep
+
+    def _send_progress(self, evaluated: bool) -> None:
+        self.next_progress_at = time.monotonic() + self.PROGRESS_SECONDS
+        self.send("progress", iteration=self.last_iteration, total=self.total_iterations, top1=self.latest_top1,
+                  evaluated=evaluated, checkpoint=self.last_checkpoint)
+
+    def stopped_message(self, stop: "Stopped") -> str:
+        """What a stop kept and what it costs, as the run's record of why it ended."""
+        message = f"stopped by {stop} at iteration {self.last_iteration}"
+        if self.last_checkpoint is None:
+            return message + " before its first checkpoint: it starts from the beginning when resumed"
+        lost = self.last_iteration - self.last_checkpoint
+        return (message + f"; its checkpoint of iteration {self.last_checkpoint} is kept"
+                + (f", the {lost} iterations after it are trained again when the run resumes" if lost else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +251,7 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
         inputs, split = _load_inputs(spec, config)
         _record_run_facts(client, spec, config, inputs, split)
         sink = tracking.MlflowMetricsSink(client, spec.run_id, inputs.data.class_names,
-                                          Path(spec.work_dir) / JOURNAL_FILE, on_log=events.on_metrics)
+                                          Path(spec.work_dir) / JOURNAL_FILE, listener=events)
 
         from implementations import load_implementation
 
@@ -232,7 +260,7 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
         _record_result(client, spec, inputs, result)
         status = "FINISHED"
     except Stopped as stop:
-        status, message = "KILLED", f"stopped by {stop} after iteration {events.last_iteration}"
+        status, message = "KILLED", events.stopped_message(stop)
     except NonFiniteLossError as error:
         status, message = "FAILED", f"non-finite loss: {error}"
     except (CheckpointError, tracking.TrackingError) as error:  # the message says what happened and what to do

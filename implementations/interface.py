@@ -147,6 +147,8 @@ class MetricsSink(Protocol):
     `checkpointed(iteration)`: a durable checkpoint of `iteration` exists now (or the run resumes from it, or
     starts afresh with 0). What was logged up to it is final; anything logged beyond it belongs to an
     interrupted attempt and is discarded, so that the run's history is the one of the attempt that goes on.
+    `progress(iteration)`: the iteration just trained, as often as every iteration (the sink decides how often
+    it shows it); nothing is logged.
     """
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
@@ -154,6 +156,8 @@ class MetricsSink(Protocol):
     def log_confusion_matrix(self, matrix: np.ndarray, step: int) -> None: ...
 
     def checkpointed(self, iteration: int) -> None: ...
+
+    def progress(self, iteration: int) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,9 @@ class RecordingSink:
     def checkpointed(self, iteration):
         self.checkpoints.append(iteration)
 
+    def progress(self, iteration):
+        pass
+
 
 def final_weights(work_dir) -> dict[str, torch.Tensor]:
     training = torch.load(work_dir / CHECKPOINT_NAME, weights_only=False)["training"]

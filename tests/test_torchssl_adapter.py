@@ -60,6 +60,9 @@ class RecordingSink:
     def checkpointed(self, iteration):
         self.checkpoints.append(iteration)
 
+    def progress(self, iteration):
+        pass
+
     def steps_of(self, name: str) -> list[int]:
         return [step for step, metrics in self.metrics if name in metrics]
 

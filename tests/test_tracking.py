@@ -155,11 +155,27 @@ def test_the_sink_splits_writes_at_mlflows_batch_limit(client, run_id, tmp_path)
     assert client.get_run(run_id).data.metrics == metrics
 
 
-def test_the_sink_reports_every_call_to_its_listener_at_once(client, run_id, tmp_path):
-    heard = []
-    sink = sink_for(client, run_id, tmp_path, on_log=lambda metrics, step: heard.append((step, dict(metrics))))
+class Listener:
+    def __init__(self):
+        self.heard = []
+
+    def on_metrics(self, metrics, step):
+        self.heard.append(("metrics", step, dict(metrics)))
+
+    def on_progress(self, iteration):
+        self.heard.append(("progress", iteration))
+
+    def on_checkpoint(self, iteration):
+        self.heard.append(("checkpoint", iteration))
+
+
+def test_the_sink_tells_its_listener_of_every_call_at_once(client, run_id, tmp_path):
+    listener = Listener()
+    sink = sink_for(client, run_id, tmp_path, listener=listener)
+    sink.progress(19)
     sink.log_metrics({"eval/top1": 0.5}, step=20)
-    assert heard == [(20, {"eval/top1": 0.5})]
+    sink.checkpointed(20)
+    assert listener.heard == [("progress", 19), ("metrics", 20, {"eval/top1": 0.5}), ("checkpoint", 20)]
 
 
 def test_each_confusion_matrix_is_a_json_artifact_named_by_its_iteration(client, run_id, tmp_path):

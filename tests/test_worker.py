@@ -1,7 +1,11 @@
-"""`python -m harness.worker <spec.json>`: how a run ends in MLflow when training cannot go on."""
+"""`python -m harness.worker <spec.json>`: how a run ends in MLflow when training cannot go on, and what it tells
+the runner while it trains."""
 
 from __future__ import annotations
 
+import json
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,8 +80,6 @@ def test_a_worker_that_raises_ends_the_run_failed_with_the_error_recorded(store,
 def test_worker_progress_events_are_the_only_thing_on_its_stdout(store, split_path, tmp_path):
     planned_run(store, split_path, tmp_path, data_dir=tmp_path / "data-gone")
     worker = run_worker(tmp_path / "spec.json")
-    import json
-
     events = [json.loads(line) for line in worker.stdout.splitlines()]
     assert [event["event"] for event in events] == ["started", "finished"]
     assert events[-1]["status"] == "FAILED"
@@ -91,3 +93,32 @@ def test_a_torn_spec_is_one_sentence_saying_what_to_do(tmp_path):
     assert worker.stderr.strip().startswith(f"The run spec {torn} cannot be read (")
     assert "run the same `bench run` again" in worker.stderr
     assert "Traceback" not in worker.stderr
+
+
+@pytest.mark.slow
+def test_progress_shows_from_the_first_iteration_before_any_log_window_ends(store, split_path, tmp_path):
+    planned_run(store, split_path, tmp_path, iterations=20, log_interval=20, eval_interval=20, checkpoint_interval=20)
+    worker = run_worker(tmp_path / "spec.json")
+    assert worker.returncode == 0, worker.stderr
+    progress = [json.loads(line) for line in worker.stdout.splitlines() if '"progress"' in line]
+    assert progress[0]["iteration"] == 1 and progress[0]["total"] == 20  # the bar moves at once, not at 20
+    assert progress[-1]["iteration"] == 20 and progress[-1]["checkpoint"] == 20
+
+
+@pytest.mark.slow
+def test_a_stopped_run_records_which_checkpoint_it_kept_and_what_resuming_trains_again(store, split_path, tmp_path):
+    spec = planned_run(store, split_path, tmp_path, iterations=100_000, checkpoint_interval=20)
+    worker = subprocess.Popen([sys.executable, "-m", "harness.worker", str(tmp_path / "spec.json")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in worker.stdout:
+        event = json.loads(line)
+        if event.get("checkpoint") and event["iteration"] > event["checkpoint"]:
+            break
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=120)
+    error = store.client().get_run(spec.run_id).data.tags[tracking.ERROR_TAG]
+    match = re.fullmatch(r"stopped by SIGTERM at iteration (\d+); its checkpoint of iteration (\d+) is kept, the (\d+) "
+                         r"iterations after it are trained again when the run resumes", error)
+    assert match, error
+    stopped_at, kept, lost = map(int, match.groups())
+    assert kept % 20 == 0 and kept > 0 and stopped_at - kept == lost > 0

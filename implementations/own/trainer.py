@@ -309,6 +309,7 @@ class OwnFixMatch:
             loss, learning_rate = training.step(batch)
             progress.iteration += 1
             signals.add(loss, batch.unlabeled_true_labels, progress.iteration)
+            sink.progress(progress.iteration)
 
             iteration, last = progress.iteration, progress.iteration == config.iterations
             log_due = iteration % config.log_interval == 0 or last

@@ -346,6 +346,8 @@ class _ChildStream:
             self.sink.checkpointed(start)
         elif kind == "checkpoint":
             self.sink.checkpointed(int(message["step"]))
+        elif kind == "progress":
+            self.sink.progress(int(message["step"]))
         elif kind == "result":
             self.result = message
         elif kind == "error":

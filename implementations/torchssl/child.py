@@ -45,6 +45,7 @@ import torch  # noqa: E402
 from implementations.torchssl.metrics import TrainingWindow, eval_metrics  # noqa: E402
 
 EXIT_FAILED, EXIT_NON_FINITE = 1, 3
+PROGRESS_SECONDS = 2.0
 TORCHSSL_TOP_LEVEL_MODULES = ("models", "datasets", "utils", "train_utils", "fixmatch", "custom_writer")
 
 
@@ -95,6 +96,7 @@ class Bridge:
         self.checkpoint_name = spec["checkpoint_name"]  # the one it resumes from
         self.checkpoint_seconds = 60 * float(spec["checkpoint_minutes"])
         self.last_checkpoint_time = time.monotonic()
+        self.next_progress_at = 0.0  # the iteration just trained goes to the parent every PROGRESS_SECONDS
         self.class_names = tuple(spec["class_names"])
         self.expected_labeled = np.load(spec["labeled_indices"])
         self.parent_pid = int(spec["parent_pid"])
@@ -166,6 +168,9 @@ class Bridge:
                         current["data_wait"], time.perf_counter() - self.iteration_started - self.paused_seconds)
         self.current = {"data_wait": 0.0}
         done = self.iterations_done
+        if time.monotonic() >= self.next_progress_at:
+            self.channel.send("progress", step=done)
+            self.next_progress_at = time.monotonic() + PROGRESS_SECONDS
         if done % self.log_interval == 0 or done == self.args.num_train_iter:
             self.channel.send("metrics", step=done, metrics=self.window.summarise())
         if done % self.checkpoint_interval == 0 or time.monotonic() - self.last_checkpoint_time > self.checkpoint_seconds:
