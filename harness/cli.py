@@ -46,6 +46,8 @@ def main() -> None:
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model (own; slow first call).")
 @click.option("--augmentation", type=click.Choice(["batched", "pil"]), default=None,
               help="batched: on-device batch augmentation (default); pil: the per-image PIL reference (own).")
+@click.option("--yes", is_flag=True,
+              help="Start even when the grid would train for more than a day on this device (it says so first).")
 def run_command(**options) -> None:
     """Run the grid impl × labels × seeds, each run in its own process, tracked in MLflow.
 

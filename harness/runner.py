@@ -71,6 +71,7 @@ class GridOptions:
     channels_last: bool | None = None
     compile: bool | None = None
     augmentation: str | None = None
+    yes: bool = False  # start even when the grid would take more than a day here
 
 
 @dataclass(frozen=True)
@@ -208,9 +209,48 @@ def plan_grid(options: GridOptions) -> GridPlan:
                                        run_key(impl, labels, seed, impl_config, split.digest)))
     if "torchssl" in impls:
         _check_torchssl_checkout()
+    _confirm_duration(options, runs, data, max_parallel, gpu_ids)
     return GridPlan(options=options, runs=tuple(runs), data=data, store=store,
                     output_dir=Path(options.output_dir).resolve(), data_dir=Path(options.data_dir).resolve(),
                     max_parallel=max_parallel, gpu_ids=gpu_ids)
+
+
+LONG_RUN_SECONDS = 24 * 3600  # a grid with a run estimated to take longer here is confirmed before it starts
+ESTIMATED_ITERATIONS = 100_000  # only grids of runs at least this long are timed first (a few seconds)
+
+
+def _confirm_duration(options: GridOptions, runs: list[PlannedRun], data: ImageData, max_parallel: int,
+                      gpu_ids: tuple[int, ...]) -> None:
+    """A grid with a run that would train for more than a day on this device (the paper preset on a CPU: months;
+    on a GPU: days) says so, with the estimate and the preset that fits, and starts only when confirmed (or --yes)."""
+    if options.yes or not runs or max(run.config.iterations for run in runs) < ESTIMATED_ITERATIONS:
+        return
+    from implementations import seconds_per_iteration
+
+    first = runs[0]
+    step = seconds_per_iteration(first.config, data, first.split.labeled_indices)
+    longest = max(run.config.iterations for run in runs)
+    if longest * step <= LONG_RUN_SECONDS:
+        return
+    total = sum(run.config.iterations for run in runs) * step / max_parallel
+    device = "GPU" if gpu_ids else "CPU"
+    cpu_config = resolve_preset("cpu", seed=first.seed, device=options.device)
+    cpu_minutes = cpu_config.iterations * seconds_per_iteration(cpu_config, data, first.split.labeled_indices) / 60
+    message = (f"A run of this grid would train for about {_long_duration(longest * step)} on this {device} "
+               f"({longest:,} iterations at {step:.2f} s each, measured here), the {len(runs)} run(s) about "
+               f"{_long_duration(total)} ({max_parallel} at a time); `--preset cpu` trains a run in about "
+               f"{cpu_minutes:.0f} minutes here.")
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        click.echo(message, err=True)
+        if click.confirm("Start it anyway?", default=False, err=True):
+            return
+        raise click.Abort()
+    raise click.UsageError(f"{message} Pass --yes to start it anyway.")
+
+
+def _long_duration(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:,.0f} days" if days >= 2 else f"{seconds / 3600:.0f} hours"
 
 
 def _sentence(error: Exception) -> str:

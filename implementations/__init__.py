@@ -42,3 +42,11 @@ def fields_used(name: str) -> frozenset[str]:
 
         return CONFIG_FIELDS
     return frozenset(TrainConfig().as_params())
+
+
+def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
+    """An estimate of one training iteration's seconds on the config's device, for warning before a grid that
+    would take days: own's step, measured here (TorchSSL's step is slower, so for it this is a lower bound)."""
+    from implementations.own.trainer import seconds_per_iteration as own_seconds_per_iteration
+
+    return own_seconds_per_iteration(config, data, labeled_indices)

@@ -145,3 +145,14 @@ def test_a_damaged_store_is_named_in_one_sentence(tmp_path):
     assert error_line(result).startswith(f"The MLflow store {output_dir.resolve() / 'mlflow.db'} cannot be opened (")
     assert "move it aside" in error_line(result)
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_a_grid_that_would_train_for_months_on_this_cpu_says_so_and_needs_yes(output_dir):
+    result = bench_run(output_dir, "--preset", "paper")
+    assert result.exit_code == USAGE_ERROR
+    message = error_line(result)
+    assert message.startswith("A run of this grid would train for about ") and " days on this CPU (1,048,576 iterations" in message
+    days = int(message.split("about ")[1].split(" days")[0].replace(",", ""))
+    assert days > 10  # WRN-28-2 at 64 + 448 + 448 images takes seconds per iteration on a CPU
+    assert "`--preset cpu` trains a run in about" in message and message.endswith("Pass --yes to start it anyway.")

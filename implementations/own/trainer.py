@@ -273,6 +273,22 @@ class Evaluator:
         sink.log_confusion_matrix(confusion, step=progress.iteration)
 
 
+def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
+    """Training seconds of one iteration of this configuration on its device: one step timed after a warm-up
+    step (which pays for allocations and kernel choices), batches and augmentation included."""
+    device = torch.device(resolve_device(config.device))
+    torch.manual_seed(config.seed)
+    training = FixMatchTraining(config, data.num_classes, device)
+    batches = TrainingBatches(data, labeled_indices, config, device)
+    training.step(batches.next())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    loss, _ = training.step(batches.next())
+    float(loss.total)  # waits for the device
+    return time.perf_counter() - started
+
+
 class OwnFixMatch:
     """FixMatch written from the paper; see fixmatch.py for the method."""
 
