@@ -62,11 +62,15 @@ def serve_ui(output_dir: Path | str, tracking_uri: str | None = None, host: str 
         link = f"{url}/#/experiments/{experiment.experiment_id}" if experiment is not None else url
         click.echo(f"MLflow UI: {link}  (store {store.tracking_uri}; Ctrl-C stops it)")
         sys.stdout.flush()
-        previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+        # Ctrl-C and SIGTERM both stop it; SIGINT explicitly too, since a process started in the background
+        # (a script, a test runner) inherits it ignored.
+        previous = {number: signal.signal(number, signal.default_int_handler)
+                    for number in (signal.SIGINT, signal.SIGTERM)}
         try:
             return_code = server.wait()
         finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
         raise click.ClickException(f"The MLflow server stopped by itself (exit code {return_code}).")
     except KeyboardInterrupt:
         _stop(server)
