@@ -10,7 +10,6 @@ is reported to the sink (`MetricsSink.checkpointed`): what was logged up to it i
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -285,7 +284,7 @@ def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
         torch.cuda.synchronize()
     started = time.perf_counter()
     loss, _ = training.step(batches.next())
-    float(loss.total)  # waits for the device
+    float(loss.total.detach())  # waits for the device
     return time.perf_counter() - started
 
 
