@@ -27,7 +27,7 @@ from mlflow.entities import Metric, Param
 from PIL import Image
 from scipy import stats
 
-from harness import tracking, vendor
+from harness import tracking
 from harness.cli import main as bench_cli
 from harness.presets import PRESETS
 from implementations import interface as names
@@ -253,7 +253,7 @@ def test_a_seed_rerun_with_another_speed_flag_counts_once_and_trains_no_torchssl
     assert set(grid["set_aside"]) == {("own", 40, 0)}
     older = grid["set_aside"][("own", 40, 0)]
     assert older["params.precision"] == "fp32"
-    assert f"Set aside: 1 older finished run(s)" in grid["text"] and older["run_id"][:8] in grid["text"]
+    assert "Set aside: 1 older finished run(s)" in grid["text"] and older["run_id"][:8] in grid["text"]
     assert row_of(grid["tables"][TOP1], "own", 40)["seeds (n)"] == "2 (0, 1)"
 
 
