@@ -4,14 +4,29 @@ The TorchSSL reference: when ../shared/mirrors/TorchSSL.bundle is beside the pro
 the pinned checkout is synced from it once, before any test runs, so that no TorchSSL test is skipped for
 want of it. A failed sync fails the session; without the bundle, an existing checkout is used, and the
 TorchSSL tests skip with the reason only when there is neither.
+
+The suite runs test files on two processes at once (pytest-xdist, `-n 2 --dist loadfile`): each then gets its
+share of the cores for torch's threads, in its own process and in the `bench` processes it starts, unless
+OMP_NUM_THREADS is set already.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from harness import vendor
 from tests.fixtures_data import TORCHSSL_BUNDLE
+
+
+def _share_the_cores_between_test_processes() -> None:
+    processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if processes > 1 and "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+
+
+_share_the_cores_between_test_processes()  # before anything imports torch
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
