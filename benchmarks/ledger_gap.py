@@ -87,10 +87,13 @@ def main() -> None:
         print("One seed cannot tell whether the ledger explains the gap.")
         return
     mean, half = remaining
-    explained = abs(mean) <= half
-    print(("The ledger explains the gap: " if explained else "The ledger does not explain the gap: ")
-          + f"own-as-torchssl − torchssl is {mean:+.2f} pp, {'within' if explained else 'outside'} ± {half:.2f} pp of "
-          + f"zero over {len(seeds)} paired seeds (own − torchssl: {gap[0]:+.2f} ± {gap[1]:.2f} pp).")
+    if abs(mean) <= half:
+        print(f"No gap is left that {len(seeds)} paired seeds can detect: own-as-torchssl − torchssl is "
+              f"{mean:+.2f} pp, within ± {half:.2f} pp of zero (own − torchssl: {gap[0]:+.2f} ± {gap[1]:.2f} pp). "
+              "A gap smaller than the interval's half width is not ruled out.")
+    else:
+        print(f"The ledger does not explain the gap: own-as-torchssl − torchssl is {mean:+.2f} pp, outside "
+              f"± {half:.2f} pp of zero over {len(seeds)} paired seeds (own − torchssl: {gap[0]:+.2f} ± {gap[1]:.2f} pp).")
 
 
 if __name__ == "__main__":
