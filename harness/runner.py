@@ -390,13 +390,10 @@ class GridResult:
 
 def with_kept_freed_memory(environment: dict[str, str]) -> dict[str, str]:
     """A run process's environment with glibc's malloc keeping freed memory (see above). Given to every
-    run, own and TorchSSL alike; ignored where the C library is not glibc. A tunable the user set keeps the
-    user's value; the others are added (mmap_max=0 alone still trims the heap top and faults it in again)."""
-    tunables = [item for item in environment.get("GLIBC_TUNABLES", "").split(":") if item]
-    named = {item.split("=")[0] for item in tunables}
-    added = [item for item in KEEP_FREED_MEMORY_TUNABLES.split(":") if item.split("=")[0] not in named]
-    if added:
-        environment = {**environment, "GLIBC_TUNABLES": ":".join(tunables + added)}
+    run, own and TorchSSL alike; ignored where the C library is not glibc. A user's own malloc tunables win."""
+    tunables = environment.get("GLIBC_TUNABLES", "")
+    if "glibc.malloc." not in tunables:
+        environment = {**environment, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, KEEP_FREED_MEMORY_TUNABLES]))}
     return environment
 
 
