@@ -64,9 +64,17 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return list(output_dir.glob(f"{tracking.DEFAULT_EXPERIMENT}/*/*/checkpoint.pt"))
 
 
+def numbers_in_mlflow(output_dir: Path) -> bool:
+    """The numbers the first checkpoint covers have reached MLflow (they are sent just after it is written)."""
+    if not checkpoints(output_dir):  # the store and its experiment exist by then
+        return False
+    return any(run.data.metrics for run in child_runs(store_client(output_dir)))
+
+
 def start_run_and_kill_its_worker_after_the_first_checkpoint(output_dir: Path) -> subprocess.Popen:
     runner = start_run(output_dir)
-    wait_for(lambda: checkpoints(output_dir) or runner.poll() is not None, what="the first checkpoint")
+    wait_for(lambda: numbers_in_mlflow(output_dir) or runner.poll() is not None,
+             what="the first checkpoint and its numbers in MLflow")
     assert runner.poll() is None, "the run ended before its first checkpoint"
     the_worker(output_dir).send_signal(signal.SIGKILL)
     return runner
