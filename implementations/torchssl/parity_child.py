@@ -8,9 +8,9 @@ for the comparison of initial distributions), and its data loaders by the fixed,
 batches own trains on, and a small fixed evaluation batch.
 
 Recorded at every iteration, as TorchSSL's code computes them: the logits and the supervised loss (its
-`ce_loss`), the unsupervised loss, mask and pseudo-labels (its `consistency_loss`), the learning rate of the
-step, and, when its `EMA.update` ends the iteration, every parameter's gradient and value, the EMA
-parameters and the batch-norm buffers. Written with torch.save to the spec's `output`.
+`ce_loss`), the unsupervised loss, mask and pseudo-labels (its `consistency_loss`), the total loss it
+backpropagates, the learning rate of the step, and, when its `EMA.update` ends the iteration, every
+parameter's gradient and value, the EMA parameters and the batch-norm buffers. Written with torch.save to the spec's `output`.
 """
 
 import sys
@@ -95,6 +95,15 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
 
     fixmatch_model.consistency_loss = consistency_loss
 
+    original_backward = torch.Tensor.backward
+
+    @functools.wraps(original_backward)
+    def backward(self, *args, **kwargs):
+        recorder.current["total_loss"] = _clone(self)  # the loss TorchSSL's train loop computed and backpropagates
+        return original_backward(self, *args, **kwargs)
+
+    torch.Tensor.backward = backward
+
     original_update = train_utils.EMA.update
 
     @functools.wraps(original_update)
@@ -104,7 +113,6 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
         model = self.model
         step = recorder.current
         step["logits"] = torch.cat([step.pop("labeled_logits"), step.pop("weak_logits"), step.pop("strong_logits")])
-        step["total_loss"] = step["supervised_loss"] + recorder.fixmatch.lambda_u * step["unsupervised_loss"]
         step["gradients"] = [_clone(parameter.grad) for parameter in model.parameters()]
         step["parameters"] = [_clone(parameter) for parameter in model.parameters()]
         step["ema_parameters"] = [_clone(self.shadow[name]) for name, _ in model.named_parameters()]
