@@ -149,3 +149,5 @@ LEDGER: tuple[Difference, ...] = (
 
 # Every field a ledger entry switches, at TorchSSL's value: own configured as TorchSSL has it.
 TORCHSSL_CHOICES: dict[str, object] = {entry.field: entry.torchssl_value for entry in LEDGER if entry.field}
+# What TorchSSL's FixMatch does whatever the config says: its choice for every switch above, and Nesterov.
+TORCHSSL_FIXED: dict[str, object] = {**TORCHSSL_CHOICES, "nesterov": True}

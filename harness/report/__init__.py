@@ -19,6 +19,7 @@ from harness.report.render import html_document, markdown_report, write_pdf
 from harness.report.tables import (
     Section,
     ledger_table,
+    method_tables,
     other_metrics_table,
     paired_difference_table,
     published_table,
@@ -68,8 +69,9 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
     try:
         section_tables = {section.slug: _section_tables(section, data) for section in report_sections}
         section_figures = {section.slug: draw_section_figures(data, section, staging) for section in report_sections}
-        text = markdown_report(data, report_sections, section_tables, section_figures, unfinished_table(data),
-                               ledger_table(), dt.datetime.now(dt.timezone.utc))
+        section_methods = {section.slug: method_tables(section, data) for section in report_sections}
+        text = markdown_report(data, report_sections, section_methods, section_tables, section_figures,
+                               unfinished_table(data), ledger_table(), dt.datetime.now(dt.timezone.utc))
         pdf_pages = None
         if "md" in formats:
             (staging / MARKDOWN_NAME).write_text(text, encoding="utf-8")

@@ -64,6 +64,7 @@ class ReportData:
     histories: pd.DataFrame  # run_id, key, step, value; one value per (run, key, step)
     confusion: dict[str, ConfusionMatrix]  # run_id -> matrix at the run's last evaluation
     environments: dict[str, dict]  # run_id -> environment.json
+    method_sheets: dict[str, dict]  # run_id -> method.json (implementations/method_sheet.py), when recorded
     params: dict[str, dict[str, str]]  # run_id -> every logged param
     _by_run_and_key: dict | None = dataclasses.field(default=None, repr=False)
 
@@ -111,10 +112,10 @@ def collect(tracking_uri: str, experiment: str | None = None, parent_run_id: str
         params = {row["run_id"]: _prefixed(row, "params.") for _, row in frame.iterrows()}
         histories = _histories(client, frame)
         runs = _with_iterations(runs, histories)
-        confusion, environments = _artifacts(client, runs["run_id"])
+        confusion, environments, method_sheets = _artifacts(client, runs["run_id"])
     except MlflowException as error:
         raise ReportError(f"Cannot read the MLflow store at {tracking_uri}: {_first_line(error)}.") from error
-    return ReportData(tracking_uri, source, runs, histories, confusion, environments, params)
+    return ReportData(tracking_uri, source, runs, histories, confusion, environments, method_sheets, params)
 
 
 def _require_store(tracking_uri: str) -> None:
@@ -242,24 +243,30 @@ def _with_iterations(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFram
     return runs
 
 
-def _artifacts(client: MlflowClient, run_ids: pd.Series) -> tuple[dict[str, ConfusionMatrix], dict[str, dict]]:
+def _artifacts(client: MlflowClient, run_ids: pd.Series) -> tuple[dict[str, ConfusionMatrix], dict[str, dict],
+                                                                 dict[str, dict]]:
     confusion: dict[str, ConfusionMatrix] = {}
     environments: dict[str, dict] = {}
+    method_sheets: dict[str, dict] = {}
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file is noise here
     with tempfile.TemporaryDirectory(prefix="bench-report-") as scratch:
+        def read_json(run_id: str, path: str) -> dict:
+            return json.loads(Path(client.download_artifacts(run_id, path, os.path.join(scratch, run_id))).read_text())
+
         for run_id in run_ids:
             files = client.list_artifacts(run_id, "confusion_matrix")
             steps = {int(m.group(1)): info.path for info in files if (m := _CONFUSION_ARTIFACT.search(info.path))}
             if steps:
-                local = client.download_artifacts(run_id, steps[max(steps)], os.path.join(scratch, run_id))
-                content = json.loads(Path(local).read_text())
+                content = read_json(run_id, steps[max(steps)])
                 confusion[run_id] = ConfusionMatrix(
                     int(content["step"]), tuple(content["class_names"]), np.asarray(content["matrix"], dtype=np.int64)
                 )
-            if any(info.path == "environment.json" for info in client.list_artifacts(run_id)):
-                local = client.download_artifacts(run_id, "environment.json", os.path.join(scratch, run_id))
-                environments[run_id] = json.loads(Path(local).read_text())
-    return confusion, environments
+            top_level = {info.path for info in client.list_artifacts(run_id)}
+            if "environment.json" in top_level:
+                environments[run_id] = read_json(run_id, "environment.json")
+            if tracking.METHOD_SHEET_ARTIFACT in top_level:
+                method_sheets[run_id] = read_json(run_id, tracking.METHOD_SHEET_ARTIFACT)
+    return confusion, environments, method_sheets
 
 
 def _first_line(error: Exception) -> str:

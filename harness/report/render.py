@@ -51,7 +51,8 @@ class _Numbering:
         self.figures = 0
 
 
-def markdown_report(data: ReportData, sections: list[Section], section_tables: dict[str, list[Table]],
+def markdown_report(data: ReportData, sections: list[Section], section_methods: dict[str, list[Table]],
+                    section_tables: dict[str, list[Table]],
                     section_figures: dict[str, list[FigureFile]], unfinished: Table | None, ledger: Table,
                     generated_at: dt.datetime) -> str:
     numbering = _Numbering()
@@ -76,6 +77,10 @@ def markdown_report(data: ReportData, sections: list[Section], section_tables: d
             numbering.figures += 1
             lines += [f"![Figure {numbering.figures}]({figure.path.as_posix()})", "",
                       f"*Figure {numbering.figures}. {figure.caption}*", ""]
+        if section_methods[section.slug]:
+            lines += ["### Method as implemented", ""]
+            for table in section_methods[section.slug]:
+                lines += _table_markdown(table, numbering)
     if unfinished is not None:
         lines += ["## Unfinished runs", ""] + _table_markdown(unfinished, numbering)
     lines += ["## What own and TorchSSL do differently", ""] + _table_markdown(ledger, numbering)

@@ -467,6 +467,36 @@ def settings_table(section: Section, data: ReportData) -> Table | None:
     )
 
 
+def method_tables(section: Section, data: ReportData) -> list[Table]:
+    """The method as each implementation of this section ran it, side by side: one table per algorithm, rows from
+    the method sheets the runs recorded (implementations/method_sheet.py); a cell lists every distinct text its
+    runs recorded."""
+    impls = impl_order(section.runs["impl"])
+    sheets: dict[str, dict[str, list[dict]]] = {}  # algorithm -> impl -> sheets
+    for _, run in section.runs.iterrows():
+        sheet = data.method_sheets.get(run["run_id"])
+        if sheet is not None:
+            sheets.setdefault(sheet["algorithm"], {}).setdefault(run["impl"], []).append(sheet)
+    tables = []
+    for algorithm, by_impl in sheets.items():
+        columns = [impl for impl in impls if impl in by_impl]
+        aspects = list(dict.fromkeys(aspect for sheets_of in by_impl.values() for sheet in sheets_of
+                                     for aspect, _ in sheet["aspects"]))
+        texts = [[" / ".join(dict.fromkeys(dict(sheet["aspects"]).get(aspect, "–") for sheet in by_impl[impl]))
+                  for impl in columns] for aspect in aspects]
+        texts.append(["; ".join(dict.fromkeys(path for sheet in by_impl[impl] for path in sheet["files"]))
+                      for impl in columns])
+        rows = [[aspect, cells[0], *[f"same as {columns[0]}" if cell == cells[0] else cell for cell in cells[1:]]]
+                for aspect, cells in zip([*aspects, "where it lives"], texts)]
+        missing = sorted(set(impls) - set(columns))
+        notes = ["Written by each run from the configuration it trained with; TorchSSL's files are in its checkout "
+                 "at the commit under “How these numbers were obtained”."]
+        if missing:
+            notes.append(f"{', '.join(missing)}: the runs recorded no method sheet (made before ssl-bench recorded one).")
+        tables.append(Table(f"Method as implemented: {algorithm}", ["aspect", *columns], rows, notes))
+    return tables
+
+
 def _recorded_values(data: ReportData, runs: pd.DataFrame, field_name: str) -> str:
     values = []
     for run_id in runs["run_id"]:

@@ -49,7 +49,7 @@ from harness import vendor
 from implementations.interface import (
     EVAL_TOP1, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig, resolve_device,
 )
-from implementations.ledger import TORCHSSL_CHOICES
+from implementations.ledger import TORCHSSL_FIXED
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CONFIG = "config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
@@ -85,9 +85,6 @@ ENVIRONMENT_ARGS = ("save_dir", "save_name", "resume", "load_path", "overwrite",
                     "num_workers", "gpu", "world_size", "rank", "multiprocessing_distributed", "distributed",
                     "dist_url", "dist_backend")
 PER_EXECUTION_ARGS = ("resume", "load_path")
-# What TorchSSL does regardless of our config, under the TrainConfig names (recorded on every run as
-# `torchssl_fixed.<field>` params): its value for every switch of the difference ledger, and Nesterov.
-TORCHSSL_FIXED = {**TORCHSSL_CHOICES, "nesterov": True}
 
 
 def torchssl_hyperparameters(config: TrainConfig) -> dict[str, object]:

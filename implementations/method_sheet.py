@@ -1,0 +1,100 @@
+"""The method as each implementation runs it, in words, from the run's own configuration.
+
+Every run records its sheet (`method.json` in MLflow); the report prints the sheets of a section side by side
+as the write-up's "Method" section. A sheet is built from the same TrainConfig the run trains with, so it
+cannot claim a setting the run did not use: own-as-torchssl's sheet shows TorchSSL's choices because its
+config holds them, and TorchSSL's sheet applies what TorchSSL does whatever the config says
+(`TORCHSSL_FIXED`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from implementations.interface import TrainConfig
+from implementations.ledger import TORCHSSL_FIXED
+
+FIXMATCH = "FixMatch (Sohn et al., NeurIPS 2020, arXiv:2001.07685), Algorithm 1"
+SUPERVISED = "Supervised baseline: the labeled split only (FixMatch with λ = 0 and no unlabeled batch)"
+
+OWN_FILES = (
+    "implementations/own/fixmatch.py (loss, step, optimiser, schedule, EMA)",
+    "implementations/own/augment.py, implementations/own/augment_batched.py (weak and strong augmentation)",
+    "implementations/own/wide_resnet.py (network)",
+    "implementations/own/trainer.py (loop, evaluation, checkpoints)",
+)
+TORCHSSL_FILES = (
+    "models/fixmatch/fixmatch.py, models/fixmatch/fixmatch_utils.py (loop, loss, evaluation)",
+    "fixmatch.py, config/fixmatch/fixmatch_cifar10_40_0.yaml (arguments: the config for the run's label count)",
+    "datasets/ssl_dataset.py, datasets/augmentation/randaugment.py (augmentation)",
+    "models/nets/wrn.py (network)",
+    "train_utils.py (optimiser, cosine schedule, EMA)",
+)
+
+
+@dataclass(frozen=True)
+class MethodSheet:
+    algorithm: str
+    aspects: tuple[tuple[str, str], ...]  # (aspect, how this implementation does it)
+    files: tuple[str, ...]  # "path, path (what is there)", relative to the implementation's code base
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
+    if impl == "torchssl":
+        config = config.replace(**TORCHSSL_FIXED)
+        evaluation = (f"after 1, E+1, 2E+1, … iterations (E = {config.eval_interval:,}), every 1,000 once past 80 % "
+                      "of training, and at the end")
+        files = TORCHSSL_FILES
+    else:
+        evaluation = f"every {config.eval_interval:,} iterations and at the end"
+        files = OWN_FILES
+    supervised = config.algorithm == "supervised"
+    aspects = [
+        ("loss", _loss(config)),
+        ("weak augmentation", "random horizontal flip, then a random 32×32 crop of the image reflect-padded by 4 px"),
+        ("strong augmentation", "not used" if supervised else _strong_augmentation(config)),
+        ("network", _network(config)),
+        ("optimiser and schedule",
+         f"SGD, η = {config.learning_rate:g}, momentum {config.momentum:g}"
+         f"{', Nesterov' if config.nesterov else ''}, weight decay {config.weight_decay:g} on convolution and "
+         f"linear weights only; lr η·cos(7πk/16K) over K = {config.iterations:,} iterations; "
+         f"precision {config.precision}"),
+        ("EMA and evaluation",
+         f"the evaluated model is an exponential moving average of the weights (decay {config.ema_decay:g}) with "
+         f"the trained model's batch-norm statistics; evaluated on the test set in fp32 {evaluation}"),
+    ]
+    return MethodSheet(SUPERVISED if supervised else FIXMATCH, tuple(aspects), files)
+
+
+def _loss(config: TrainConfig) -> str:
+    labeled = f"ℓ_s = cross-entropy on the weak view of B = {config.labeled_batch_size} labeled images"
+    if config.algorithm == "supervised":
+        return labeled
+    return (f"ℓ = ℓ_s + λ·ℓ_u, λ = {config.unsupervised_weight:g}; {labeled}; "
+            f"ℓ_u = 1/(μB)·Σ 1[max q ≥ τ]·CE(argmax q, f(strong(u))) over μB = {config.unlabeled_batch_size} "
+            f"unlabeled images, τ = {config.threshold:g}, q = softmax of the weak view (no gradient); "
+            "one forward pass over [weak(x); weak(u); strong(u)]")
+
+
+def _strong_augmentation(config: TrainConfig) -> str:
+    randaugment = (f"RandAugment: {config.randaugment_ops} operations per image drawn with replacement from 14, "
+                   f"each at a random magnitude; Posterize keeps 4–{config.posterize_max_bits} bits; pixels "
+                   f"uncovered by Rotate, Shear, Translate get grey level {config.geometric_fill}")
+    cutout = (f"Cutout: a square of side up to 16 px, colour {tuple(config.cutout_fill)}, "
+              + ("pixels whose centres lie inside" if config.cutout_geometry == "pixel_centres"
+                 else "corners truncated to integers, far edge included"))
+    if config.strong_augment_order == "flip_crop_first":
+        return f"flip + crop, then {randaugment}, then {cutout}"
+    return f"{randaugment}, then {cutout}, both on the raw image; then flip + crop"
+
+
+def _network(config: TrainConfig) -> str:
+    biases = {"none": "no convolution biases", "zeros": "convolution biases starting at zero",
+              "uniform": "convolution biases with PyTorch's default initialisation"}[config.conv_bias]
+    first_conv = ("the block's activated input (bn + LeakyReLU)" if config.width_change_conv_input == "activated"
+                  else "the block's raw input")
+    return (f"WRN-{config.depth}-{config.widen_factor}, LeakyReLU 0.1, batch-norm ε = {config.bn_eps:g}, {biases}; "
+            f"conv1 of the width-changing blocks sees {first_conv}; normalisation constants: {config.normalization}")
