@@ -5,7 +5,7 @@ The layout (read back by harness/report):
   with artifacts under `<output_dir>/artifacts`; `MLFLOW_TRACKING_URI` or `--tracking-uri` overrides;
 - one PARENT run per (label count, preset): name "labels=40 · smoke", tags `ssl_bench.role=parent`,
   `labels`, `preset`;
-- one CHILD run per (impl, labels, seed) under its parent: name "own · labels=40 · seed=0", tags
+- one CHILD run per (impl, labels, seed) under its parent: name "own/40/s0", tags
   `ssl_bench.role=child`, `impl`, `labels`, `seed`, `split_digest`, `preset`, `run_key`, `data_identity`,
   `data_official`, `git_commit`, `git_dirty` (+ `torchssl_commit`, `torchssl_tree_clean`); params = the
   resolved TrainConfig fields the implementation reads + `labels` (a TorchSSL run adds `torchssl.*`, its
@@ -69,9 +69,14 @@ class TrackingError(RuntimeError):
 LOCKED_STORE_WAIT_SECONDS = 120.0
 
 
+# Errors another writer causes that the same call gets past when repeated: a locked SQLite file, and two runs
+# logging the same split at once (both see no dataset row, both insert it; repeated, the call finds it).
+_TRANSIENT_ERRORS = ("database is locked", "UNIQUE constraint failed: datasets.")
+
+
 def _is_locked(error: BaseException) -> bool:
     while error is not None:
-        if "database is locked" in str(error):
+        if any(text in str(error) for text in _TRANSIENT_ERRORS):
             return True
         error = error.__cause__ or error.__context__
     return False
@@ -206,16 +211,27 @@ def store_lock(output_dir: Path):
 # --- experiment, parent and child runs ------------------------------------------------------------------
 
 
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI overview.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+CHILD_RUNS_FILTER = f"tags.`{ROLE_TAG}` = '{CHILD}'"
+
+
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_root: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = f"{artifact_root.rstrip('/')}/{safe_folder_name(name)}" if artifact_root else None
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(f"The experiment '{name}' is deleted in {client.tracking_uri}; restore it "
                             f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) "
                             "or choose another --experiment.")
     return experiment.experiment_id
+
+
+def mark_as_model_training(client: MlflowClient, experiment) -> None:
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) is None:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
 
 
 def safe_folder_name(name: str) -> str:
@@ -245,7 +261,8 @@ def parent_run_name(labels: int, preset: str) -> str:
 
 
 def child_run_name(impl: str, labels: int, seed: int) -> str:
-    return f"{impl} · labels={labels} · seed={seed}"
+    """Short enough for the MLflow UI's name column: "own-as-torchssl/4000/s2"."""
+    return f"{impl}/{labels}/s{seed}"
 
 
 def find_or_create_parent_run(client: MlflowClient, experiment_id: str, labels: int, preset: str) -> str:
@@ -604,6 +621,14 @@ def log_environment(client: MlflowClient, run_id: str, info: Mapping[str, object
     continue on another machine, and the latest attempt's environment is what the tags show)."""
     client.log_text(run_id, json.dumps(dict(info), indent=2), "environment.json")
     log_tags(client, run_id, {f"env.{key}": value for key, value in info.items()})
+
+
+METHOD_SHEET_ARTIFACT = "method.json"
+
+
+def log_method_sheet(client: MlflowClient, run_id: str, sheet: Mapping[str, object]) -> None:
+    """The method as the run's implementation runs it (implementations/method_sheet.py), for the report."""
+    client.log_dict(run_id, dict(sheet), METHOD_SHEET_ARTIFACT)
 
 
 def configure_system_metrics() -> None:

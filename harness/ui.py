@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -58,8 +59,7 @@ def serve_ui(output_dir: Path | str, tracking_uri: str | None = None, host: str 
         if not _wait_until_up(server, url):
             _stop(server)
             raise click.ClickException(f"The MLflow server did not start on {url} (exit code {server.poll()}).")
-        experiment = store.client().get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
-        link = f"{url}/#/experiments/{experiment.experiment_id}" if experiment is not None else url
+        link = _runs_view(store.client(), url)
         click.echo(f"MLflow UI: {link}  (store {store.tracking_uri}; Ctrl-C stops it)")
         sys.stdout.flush()
         # Ctrl-C and SIGTERM both stop it; SIGINT explicitly too, since a process started in the background
@@ -76,6 +76,18 @@ def serve_ui(output_dir: Path | str, tracking_uri: str | None = None, host: str 
         _stop(server)
         click.echo("MLflow UI stopped.")
         return 0
+
+
+def _runs_view(client, url: str) -> str:
+    """The experiment's training runs, every child run listed (not folded under its parent), in impl, labels,
+    seed order."""
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    if experiment is None:
+        return url
+    tracking.mark_as_model_training(client, experiment)  # a store made before `bench run` marked it
+    query = urllib.parse.urlencode({"searchFilter": tracking.CHILD_RUNS_FILTER, "orderByKey": "tags.`run_key`",
+                                    "orderByAsc": "true"}, quote_via=urllib.parse.quote)
+    return f"{url}/#/experiments/{experiment.experiment_id}/runs?{query}"
 
 
 def _url_host(host: str) -> str:

@@ -222,8 +222,8 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
     started = time.monotonic()
     config = spec.train_config()
     events = ProgressEvents(events_stream, config.iterations, Path(spec.work_dir) / PROGRESS_FILE)
-    print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at "
-          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", file=sys.stderr, flush=True)
+    print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at {_now()}", file=sys.stderr,
+          flush=True)
 
     import mlflow
 
@@ -280,14 +280,22 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
                 client.set_terminated(spec.run_id, status)
         except Exception as error:  # the store itself failed: the runner marks the run from outside
             print(f"--- could not end the MLflow run: {error}", file=sys.stderr, flush=True)
-        print(f"--- worker ended {status}{': ' + message if message else ''}", file=sys.stderr, flush=True)
+        wall_seconds = time.monotonic() - started
+        print(f"--- worker ended {status} at {_now()} after {wall_seconds:.1f} s{': ' + message if message else ''}",
+              file=sys.stderr, flush=True)
 
-    finished = {"status": status, "message": message, "wall_seconds": time.monotonic() - started}
+    finished = {"status": status, "message": message, "wall_seconds": wall_seconds}
     if result is not None:
         finished.update(iterations=result.iterations, best_top1=result.best_top1,
                         final_top1=result.final_metrics.get(names.EVAL_TOP1))
     events.send("finished", **finished)
     return {"FINISHED": EXIT_FINISHED, "FAILED": EXIT_FAILED}.get(status, EXIT_KILLED)
+
+
+def _now() -> str:
+    """Local wall-clock time to the millisecond, as the worker log shows it."""
+    now = time.time()
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d}"
 
 
 def _load_inputs(spec: RunSpec, config: TrainConfig):
@@ -314,6 +322,7 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
     from harness import tracking
 
     from implementations import fields_used
+    from implementations.method_sheet import method_sheet
 
     used = fields_used(spec.impl)  # a TorchSSL run records only what TorchSSL reads
     tracking.log_params_once(client, spec.run_id, {**{key: value for key, value in config.as_params().items()
@@ -328,6 +337,7 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
         tags.update(_torchssl_checkout_tags())
     tracking.log_tags(client, spec.run_id, tags)
     tracking.log_environment(client, spec.run_id, tracking.environment_info(config.device))
+    tracking.log_method_sheet(client, spec.run_id, method_sheet(spec.impl, config).as_json())
     tracking.log_split(client, spec.run_id, split, spec.split_path)
 
 

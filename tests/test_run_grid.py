@@ -3,8 +3,10 @@ images from ../shared, a real sqlite MLflow store in a temp dir; then the same c
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +81,7 @@ def test_each_label_count_has_one_parent_holding_its_runs(grid):
 def test_child_runs_carry_the_layout_tags(grid):
     run = child(grid, 250, 1)
     tags = run.data.tags
-    assert run.info.run_name == "own · labels=250 · seed=1"
+    assert run.info.run_name == "own/250/s1"
     assert tags["preset"] == "smoke"
     assert tags["run_key"].startswith("own-250-1-smoke-")
     assert tags["data_official"] == "false" and tags["data_identity"].startswith("cifar10-nonofficial-5482-")
@@ -194,3 +196,36 @@ def test_running_the_same_command_again_trains_nothing_and_reports_four_runs_alr
     work_dirs = [grid["output_dir"] / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
                  for run in grid["children"]]
     assert all((folder / "worker.log").read_text().count("--- worker ended FINISHED") == 1 for folder in work_dirs)
+
+
+def _log_time(line: str) -> float:
+    """Seconds since the epoch of the '… at YYYY-MM-DD HH:MM:SS.mmm' in a worker log line (local time)."""
+    stamp = re.search(r" at (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})", line).group(1)
+    return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+
+
+def test_each_run_in_mlflow_lasts_as_long_as_its_own_worker_not_the_runs_before_it(grid):
+    """Four runs, two at a time: the last two wait for the first two, and none of that wait is theirs."""
+    workers = {}
+    for run in grid["children"]:
+        log = (grid["output_dir"] / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
+               / "worker.log").read_text().splitlines()
+        (start,) = [line for line in log if line.startswith("--- worker ") and " starting " in line]
+        (end,) = [line for line in log if line.startswith("--- worker ended ")]
+        workers[run.info.run_id] = (_log_time(start), _log_time(end))
+        mlflow_seconds = (run.info.end_time - run.info.start_time) / 1000
+        worker_seconds = workers[run.info.run_id][1] - workers[run.info.run_id][0]
+        assert abs(mlflow_seconds - worker_seconds) < 2.0, (run.info.run_name, mlflow_seconds, worker_seconds)
+        # The summary table shows the same time (to the second it prints).
+        (row,) = [line for line in grid["first"].stdout.splitlines() if line.endswith(run.info.run_id)]
+        minutes, seconds = map(int, re.search(r"(\d+)m(\d\d)s", row).groups())
+        assert abs(60 * minutes + seconds - worker_seconds) <= 1.5, row
+    # Two at a time: the later runs started only when earlier ones had ended.
+    starts = sorted(start for start, _ in workers.values())
+    ends = sorted(end for _, end in workers.values())
+    assert starts[2] >= ends[0] - 0.5 and starts[3] >= ends[1] - 0.5
+    # A parent spans its children.
+    for parent in grid["parents"]:
+        children = [run for run in grid["children"] if run.data.tags["mlflow.parentRunId"] == parent.info.run_id]
+        assert parent.info.start_time <= min(run.info.start_time for run in children)
+        assert parent.info.end_time >= max(run.info.end_time for run in children)

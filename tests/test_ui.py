@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import psutil
@@ -53,16 +55,21 @@ def test_bench_ui_serves_the_runs_over_its_rest_api_and_stops_on_ctrl_c(output_d
                               env=environment)
     try:
         announced = ui.stdout.readline()
-        assert announced.startswith(f"MLflow UI: http://127.0.0.1:{port}/#/experiments/"), \
-            announced + (tmp_path / "server.log").read_text()
+        link = re.match(rf"MLflow UI: (http://127\.0\.0\.1:{port}/#/experiments/(\d+)/runs\?(\S+))", announced)
+        assert link, announced + (tmp_path / "server.log").read_text()
         base = f"http://127.0.0.1:{port}"
         experiments = requests.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 10}, timeout=30)
         (experiment,) = [entry for entry in experiments.json()["experiments"]
                          if entry["name"] == tracking.DEFAULT_EXPERIMENT]
+        assert link.group(2) == experiment["experiment_id"]
+        # The UI opens on training runs (not MLflow 3's GenAI overview) ...
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]
+        # ... filtered so that every child run is listed, not folded under its parent, sorted by impl, labels, seed.
+        view = dict(urllib.parse.parse_qsl(link.group(3)))
+        assert view["orderByKey"] == "tags.`run_key`" and view["orderByAsc"] == "true"
         runs = requests.post(f"{base}/api/2.0/mlflow/runs/search", timeout=30, json={
-            "experiment_ids": [experiment["experiment_id"]], "filter": "tags.`ssl_bench.role` = 'child'"}).json()["runs"]
-        assert sorted(run["info"]["run_name"] for run in runs) == ["own · labels=40 · seed=0",
-                                                                    "torchssl · labels=40 · seed=0"]
+            "experiment_ids": [experiment["experiment_id"]], "filter": view["searchFilter"]}).json()["runs"]
+        assert sorted(run["info"]["run_name"] for run in runs) == ["own/40/s0", "torchssl/40/s0"]
         server_processes = psutil.Process(ui.pid).children(recursive=True)
         assert server_processes
     finally:

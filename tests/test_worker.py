@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness import tracking
 from harness.data import load_cifar10
@@ -106,8 +107,12 @@ def test_progress_shows_from_the_first_iteration_before_any_log_window_ends(stor
 
 
 @pytest.mark.slow
-def test_a_stopped_run_records_which_checkpoint_it_kept_and_what_resuming_trains_again(store, split_path, tmp_path):
-    spec = planned_run(store, split_path, tmp_path, iterations=100_000, checkpoint_interval=20)
+@pytest.mark.parametrize("checkpoints", [dict(checkpoint_interval=20),
+                                         dict(checkpoint_interval=100_000, checkpoint_minutes=0.01)],
+                         ids=["every-20-iterations", "every-0.6-seconds-only"])
+def test_a_stopped_run_records_which_checkpoint_it_kept_and_what_resuming_trains_again(store, split_path, tmp_path,
+                                                                                      checkpoints):
+    spec = planned_run(store, split_path, tmp_path, iterations=100_000, **checkpoints)
     worker = subprocess.Popen([sys.executable, "-m", "harness.worker", str(tmp_path / "spec.json")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in worker.stdout:
@@ -121,4 +126,8 @@ def test_a_stopped_run_records_which_checkpoint_it_kept_and_what_resuming_trains
                          r"iterations after it are trained again when the run resumes", error)
     assert match, error
     stopped_at, kept, lost = map(int, match.groups())
-    assert kept % 20 == 0 and kept > 0 and stopped_at - kept == lost > 0
+    # With checkpoints every 100,000 iterations only, a kept checkpoint below that was written by time.
+    assert 0 < kept < stopped_at and stopped_at - kept == lost
+    # The checkpoint on disk is the one the message names.
+    saved = torch.load(Path(spec.work_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert saved["training"]["scheduler"]["last_epoch"] == kept
