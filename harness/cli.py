@@ -48,15 +48,72 @@ def main() -> None:
               help="batched: on-device batch augmentation (default); pil: the per-image PIL reference (own).")
 @click.option("--yes", is_flag=True,
               help="Start even when the grid would train for more than a day on this device (it says so first).")
-def run_command(**options) -> None:
+@click.option("--executor", type=click.Choice(["local", "slurm"]), default="local", show_default=True,
+              help="local: worker processes on this machine; slurm: one Slurm job per run (submitit), then return.")
+@click.option("--slurm-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="TOML file of Slurm settings (keys as the options below: partition, account, time_minutes, "
+                   "gpus_per_job, cpus_per_job, mem_gb, sbatch_lines, setup, …); options given here win.")
+@click.option("--partition", default=None, help="Slurm partition.")
+@click.option("--account", default=None, help="Slurm account.")
+@click.option("--time-limit", "time_minutes", type=int, default=None,
+              help="Minutes per job (default 1440); a longer run continues in requeued jobs.")
+@click.option("--gpus-per-job", type=int, default=None, help="GPUs per job (default 1).")
+@click.option("--cpus-per-job", type=int, default=None, help="CPUs per job (default 8).")
+@click.option("--mem-gb", type=int, default=None, help="Memory per job in GB (default 32).")
+@click.option("--sbatch", "sbatch_lines", multiple=True, metavar="OPTION",
+              help="Extra sbatch option, e.g. --sbatch=--constraint=a100 (repeatable).")
+@click.option("--setup", multiple=True, metavar="LINE",
+              help="Shell line run before each job, e.g. 'source ~/venv/bin/activate' (repeatable).")
+@click.option("--allow-sqlite", is_flag=True, help="--executor slurm on a sqlite store all the same.")
+def run_command(slurm_config, partition, account, time_minutes, gpus_per_job, cpus_per_job, mem_gb, sbatch_lines,
+                setup, **options) -> None:
     """Run the grid impl × labels × seeds, each run in its own process, tracked in MLflow.
 
     Running the same command again skips finished runs and resumes unfinished ones from their
-    last checkpoint, in the same MLflow run.
+    last checkpoint, in the same MLflow run. With --executor slurm each run is a Slurm job that is
+    requeued at its time limit or on preemption and resumes from its checkpoint.
     """
     from harness.runner import GridOptions, run_grid
 
+    if options["executor"] == "slurm":
+        from harness.slurm import SlurmOptions
+
+        try:
+            options["slurm"] = SlurmOptions.from_file(
+                slurm_config, partition=partition, account=account, time_minutes=time_minutes,
+                gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb, sbatch_lines=sbatch_lines,
+                setup=setup)
+        except (ValueError, TypeError) as error:
+            raise click.UsageError(str(error)) from None
     raise SystemExit(run_grid(GridOptions(**options)))
+
+
+def _grid_store_options(command):
+    command = click.option("--experiment", default="cifar10-fixmatch", show_default=True,
+                           help="MLflow experiment name.")(command)
+    command = click.option("--tracking-uri", default=None, metavar="URI",
+                           help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output-dir).")(command)
+    return click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
+                        help="The --output-dir of `bench run`.")(command)
+
+
+@main.command("status", short_help="Show each run submitted to Slurm: its job's state, MLflow status, iteration.")
+@_grid_store_options
+def status_command(output_dir: Path, tracking_uri: str | None, experiment: str) -> None:
+    """Show each run submitted with `bench run --executor slurm`: Slurm job and state, MLflow status, progress."""
+    from harness.runner import show_status
+
+    raise SystemExit(show_status(output_dir, experiment, tracking_uri))
+
+
+@main.command("cancel", short_help="Cancel the queued and running Slurm jobs of the submitted runs.")
+@_grid_store_options
+def cancel_command(output_dir: Path, tracking_uri: str | None, experiment: str) -> None:
+    """Cancel the queued and running Slurm jobs of the runs submitted with `bench run --executor slurm`; each run
+    keeps its checkpoint, and the same `bench run` submits it again."""
+    from harness.runner import cancel_jobs
+
+    raise SystemExit(cancel_jobs(output_dir, experiment, tracking_uri))
 
 
 @main.command("worker", hidden=True)

@@ -72,6 +72,9 @@ class GridOptions:
     compile: bool | None = None
     augmentation: str | None = None
     yes: bool = False  # start even when the grid would take more than a day here
+    executor: str = "local"  # local: worker processes here; slurm: one Slurm job per run (harness/slurm.py)
+    slurm: object = None  # harness.slurm.SlurmOptions, for --executor slurm
+    allow_sqlite: bool = False  # --executor slurm on a sqlite store all the same
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,13 @@ def plan_grid(options: GridOptions) -> GridPlan:
 
     _check_output_dir(Path(options.output_dir))
     store = tracking.resolve_store(options.output_dir, options.tracking_uri)
+    if options.executor == "slurm" and not store.is_server and not options.allow_sqlite:
+        raise click.UsageError(
+            f"--executor slurm needs an MLflow server, not the sqlite store {store.tracking_uri}: jobs on many nodes "
+            "writing one sqlite file (often on a network file system) lock it or corrupt it. Start one on a machine "
+            "the nodes reach, e.g. `mlflow server --backend-store-uri sqlite:///$HOME/mlflow.db --artifacts-destination "
+            "$HOME/mlflow-artifacts --host 0.0.0.0 --port 5000`, and pass --tracking-uri http://<that host>:5000 "
+            "(or --allow-sqlite to use the file all the same).")
     try:
         tracking.check_reachable(store)
     except tracking.TrackingError as error:
@@ -209,7 +219,8 @@ def plan_grid(options: GridOptions) -> GridPlan:
                                        run_key(impl, labels, seed, impl_config, split.digest)))
     if "torchssl" in impls:
         _check_torchssl_checkout()
-    _confirm_duration(options, runs, data, max_parallel, gpu_ids)
+    if options.executor == "local":  # a Slurm job's device is not this machine's
+        _confirm_duration(options, runs, data, max_parallel, gpu_ids)
     return GridPlan(options=options, runs=tuple(runs), data=data, store=store,
                     output_dir=Path(options.output_dir).resolve(), data_dir=Path(options.data_dir).resolve(),
                     max_parallel=max_parallel, gpu_ids=gpu_ids)
@@ -363,6 +374,7 @@ class _Active:
     last_iteration: int = 0
     last_top1: float | None = None
     last_checkpoint: int | None = None
+    worker_seconds: float | None = None  # the worker's own time, from its "finished" event
 
     @property
     def name(self) -> str:
@@ -386,6 +398,7 @@ def work_dir(output_dir: Path, experiment: str, key: str, run_id: str) -> Path:
 class GridResult:
     outcomes: list[RunOutcome]
     interrupted: bool  # Ctrl-C or SIGTERM stopped the grid
+    submitted: bool = False  # --executor slurm: the runs were handed to Slurm, not run here
 
 
 def with_kept_freed_memory(environment: dict[str, str]) -> dict[str, str]:
@@ -449,6 +462,8 @@ def execute_grid(plan: GridPlan) -> GridResult:
             outcomes[planned.run_key].previously_finished = True
         resumed += existing is not None and existing.info.status != "FINISHED"
     pending = [planned for planned in plan.runs if planned.run_key not in outcomes]
+    if options.executor == "slurm":
+        return _submit_to_slurm(plan, client, experiment_id, pending, outcomes)
     _print_grid_header(plan, pending, outcomes, resumed)
     scheduler = _Scheduler(plan, client, experiment_id, pending, outcomes)
     try:
@@ -464,6 +479,49 @@ def execute_grid(plan: GridPlan) -> GridResult:
     outcomes_in_order = [outcomes[run.run_key] for run in plan.runs]
     _print_summary(plan, outcomes_in_order, experiment_id)
     return GridResult(outcomes_in_order, interrupted=scheduler.stopping)
+
+
+def _submit_to_slurm(plan: GridPlan, client, experiment_id: str, pending: list[PlannedRun],
+                     outcomes: dict[str, RunOutcome]) -> GridResult:
+    """Submit every pending run as a job (one job array) and return: a run whose job is still queued or
+    running, or whose worker runs here, is left as it is."""
+    from harness import slurm
+
+    options: slurm.SlurmOptions = plan.options.slurm
+    to_submit = []
+    touched_parents: set = set()
+    with tracking.store_lock(plan.output_dir):
+        for planned in pending:
+            folder = run_folder(plan.output_dir, plan.options.experiment, planned.run_key)
+            record = slurm.JobRecord.load(folder)
+            state = record.state() if record is not None else None
+            if state in slurm.LIVE_STATES:
+                outcomes[planned.run_key] = RunOutcome(planned.name, record.run_id, f"{state} (job {record.job_id})")
+                continue
+            run_lock = hold_run_lock(folder)
+            if run_lock is None:
+                outcomes[planned.run_key] = RunOutcome(planned.name, "", "RUNNING (a worker of `bench run` here)")
+                continue
+            run_lock.close()
+            existing = tracking.find_child_run(client, experiment_id, planned.run_key)
+            spec = _prepare_run(plan, client, experiment_id, planned, existing, folder, touched_parents, click.echo)
+            to_submit.append((planned, folder, spec))
+        if to_submit:
+            jobs_folder = plan.output_dir / "slurm" / "%j"
+            jobs = slurm.submit(options, jobs_folder, [Path(spec.work_dir) / SPEC_FILE for _, _, spec in to_submit],
+                                job_name=plan.options.experiment)
+            for (planned, folder, spec), job in zip(to_submit, jobs):
+                slurm.JobRecord(str(job.job_id), options.cluster, str(jobs_folder), spec.run_id).save(folder)
+                client.update_run(spec.run_id, status="SCHEDULED")
+                outcomes[planned.run_key] = RunOutcome(planned.name, spec.run_id, f"SUBMITTED (job {job.job_id})")
+    outcomes_in_order = [outcomes[run.run_key] for run in plan.runs]
+    rows = [("run", "state", "MLflow run id")] + [(outcome.name, "FINISHED (earlier)" if outcome.previously_finished
+                                                   else outcome.status, outcome.run_id) for outcome in outcomes_in_order]
+    _print_rows(rows)
+    click.echo(f"\n{len(to_submit)} job(s) submitted. Watch them: `bench status --output-dir {plan.output_dir}`; "
+               f"stop them: `bench cancel --output-dir {plan.output_dir}`. The same command again submits only what is "
+               "neither queued, running nor finished.")
+    return GridResult(outcomes_in_order, interrupted=False, submitted=True)
 
 
 def _outcome_from_store(client, name: str, run_id: str) -> RunOutcome:
@@ -486,6 +544,45 @@ def _end_parent(client, experiment_id: str, parent_run_id: str) -> None:
         return
     status = "FINISHED" if statuses <= {"FINISHED"} else "FAILED" if "FAILED" in statuses else "KILLED"
     client.set_terminated(parent_run_id, status)
+
+
+def _prepare_run(plan: GridPlan, client, experiment_id: str, planned: PlannedRun, existing, folder: Path,
+                 touched_parents: set, say) -> RunSpec:
+    """The run's MLflow run (under its parent) and its spec in its work dir: what a worker needs to start."""
+    run_id = _child_run(client, experiment_id, planned, existing, folder, touched_parents, say)
+    folder_of_run = work_dir(plan.output_dir, plan.options.experiment, planned.run_key, run_id)
+    spec = RunSpec(
+        impl=planned.impl, labels=planned.labels, seed=planned.seed, preset=planned.config.preset,
+        run_key=planned.run_key, run_name=planned.name, config=planned.config.as_params(),
+        data_dir=str(plan.data_dir), split_path=str(split_path(plan.output_dir, planned.split)),
+        split_digest=planned.split.digest, tracking_uri=plan.store.tracking_uri,
+        experiment_id=experiment_id, run_id=run_id, work_dir=str(folder_of_run),
+    )
+    folder_of_run.mkdir(parents=True, exist_ok=True)
+    spec.save(folder_of_run / SPEC_FILE)
+    return spec
+
+
+def _child_run(client, experiment_id: str, planned: PlannedRun, existing, folder: Path, touched_parents: set,
+               say) -> str:
+    """The MLflow run to train in: the unfinished one of this run key, unless it has numbers its work dir
+    can no longer continue (the folder was deleted, e.g. after a torn checkpoint): that one goes to MLflow's
+    trash and the run starts afresh in a new one, so that no history is spliced from two attempts."""
+    parent = tracking.find_or_create_parent_run(client, experiment_id, planned.labels, planned.config.preset)
+    touched_parents.add(parent)
+    client.update_run(parent, status="RUNNING")
+    if existing is not None:
+        run_id = existing.info.run_id
+        if (folder / run_id).exists() or not existing.data.metrics:
+            return run_id
+        client.delete_run(run_id)
+        say(f"{planned.name}: its work dir {folder / run_id} is gone, so MLflow run {run_id} cannot be continued; "
+            f"it is moved to MLflow's trash (`mlflow runs restore --run-id {run_id}` brings it back) and the run "
+            "starts afresh in a new MLflow run.")
+    return tracking.create_child_run(client, experiment_id, parent, planned.name, {
+        "impl": planned.impl, "labels": planned.labels, "seed": planned.seed,
+        "split_digest": planned.split.digest, "preset": planned.config.preset, "run_key": planned.run_key,
+    })
 
 
 class _Scheduler:
@@ -565,42 +662,13 @@ class _Scheduler:
                     self.progress.run_skipped()
                     run_lock.close()
                     return
-                run_id = self._child_run(planned, existing, folder)
-                folder_of_run = work_dir(plan.output_dir, plan.options.experiment, planned.run_key, run_id)
-                spec = RunSpec(
-                    impl=planned.impl, labels=planned.labels, seed=planned.seed, preset=planned.config.preset,
-                    run_key=planned.run_key, run_name=planned.name, config=planned.config.as_params(),
-                    data_dir=str(plan.data_dir), split_path=str(split_path(plan.output_dir, planned.split)),
-                    split_digest=planned.split.digest, tracking_uri=plan.store.tracking_uri,
-                    experiment_id=self.experiment_id, run_id=run_id, work_dir=str(folder_of_run),
-                )
-                folder_of_run.mkdir(parents=True, exist_ok=True)
-                spec.save(folder_of_run / SPEC_FILE)
-                write_worker_file(folder, {"run_id": run_id, "work_dir": str(folder_of_run), "runner_pid": os.getpid()})
+                spec = _prepare_run(plan, self.client, self.experiment_id, planned, existing, folder,
+                                    self.touched_parents, self.progress.write)
+                write_worker_file(folder, {"run_id": spec.run_id, "work_dir": spec.work_dir, "runner_pid": os.getpid()})
             except BaseException:
                 run_lock.close()
                 raise
         self._launch(planned, spec, run_lock)
-
-    def _child_run(self, planned: PlannedRun, existing, folder: Path) -> str:
-        """The MLflow run to train in: the unfinished one of this run key, unless it has numbers its work dir
-        can no longer continue (the folder was deleted, e.g. after a torn checkpoint): that one goes to MLflow's
-        trash and the run starts afresh in a new one, so that no history is spliced from two attempts."""
-        parent = tracking.find_or_create_parent_run(self.client, self.experiment_id, planned.labels, planned.config.preset)
-        self.touched_parents.add(parent)
-        self.client.update_run(parent, status="RUNNING")
-        if existing is not None:
-            run_id = existing.info.run_id
-            if (folder / run_id).exists() or not existing.data.metrics:
-                return run_id
-            self.client.delete_run(run_id)
-            self.progress.write(f"{planned.name}: its work dir {folder / run_id} is gone, so MLflow run {run_id} "
-                                f"cannot be continued; it is moved to MLflow's trash (`mlflow runs restore --run-id "
-                                f"{run_id}` brings it back) and the run starts afresh in a new MLflow run.")
-        return tracking.create_child_run(self.client, self.experiment_id, parent, planned.name, {
-            "impl": planned.impl, "labels": planned.labels, "seed": planned.seed,
-            "split_digest": planned.split.digest, "preset": planned.config.preset, "run_key": planned.run_key,
-        })
 
     def _attach(self, planned: PlannedRun, folder: Path) -> None:
         """Another worker holds the run lock: follow it until it ends."""
@@ -662,6 +730,8 @@ class _Scheduler:
             active.last_checkpoint = event.get("checkpoint")
             self.progress.run_progress(active.bar, active.name, active.last_iteration, event.get("top1"),
                                        bool(event.get("evaluated")))
+        elif event.get("event") == "finished" and event.get("wall_seconds") is not None:
+            active.worker_seconds = float(event["wall_seconds"])
 
     def _show_attached_progress(self, active: _Active) -> None:
         try:
@@ -723,7 +793,7 @@ class _Scheduler:
             tracking.end_run_with_error(self.client, active.run_id, status, message)
             outcome = _outcome_from_store(self.client, active.name, active.run_id)
         if active.process is not None:
-            outcome.wall_seconds = time.monotonic() - active.started
+            outcome.wall_seconds = active.worker_seconds or time.monotonic() - active.started
             outcome.log_path = active.work_dir / LOG_FILE
         return outcome
 
@@ -915,18 +985,23 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}%"
 
 
-def _print_summary(plan: GridPlan, outcomes: list[RunOutcome], experiment_id: str) -> None:
-    rows = [("run", "status", "final top-1", "best top-1", "wall time", "MLflow run id")]
-    for outcome in outcomes:
-        status = "FINISHED (earlier)" if outcome.previously_finished else outcome.status
-        rows.append((outcome.name, status, _percent(outcome.final_top1), _percent(outcome.best_top1),
-                     _duration(outcome.wall_seconds), outcome.run_id))
+def _print_rows(rows: list[tuple[str, ...]]) -> None:
+    """A plain table: the header, a rule, the rows."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     click.echo("")
     for index, row in enumerate(rows):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
         if index == 0:
             click.echo("  ".join("-" * width for width in widths))
+
+
+def _print_summary(plan: GridPlan, outcomes: list[RunOutcome], experiment_id: str) -> None:
+    rows = [("run", "status", "final top-1", "best top-1", "wall time", "MLflow run id")]
+    for outcome in outcomes:
+        status = "FINISHED (earlier)" if outcome.previously_finished else outcome.status
+        rows.append((outcome.name, status, _percent(outcome.final_top1), _percent(outcome.best_top1),
+                     _duration(outcome.wall_seconds), outcome.run_id))
+    _print_rows(rows)
     done = sum(outcome.previously_finished for outcome in outcomes)
     if done:
         click.echo(f"\n{done} run(s) already finished (no training).")
@@ -955,4 +1030,62 @@ def run_grid(options: GridOptions) -> int:
     result = execute_grid(plan)
     if result.interrupted:
         return 130
+    if result.submitted:
+        return 0
     return 0 if all(outcome.status == "FINISHED" for outcome in result.outcomes) else 1
+
+
+# --- bench status / bench cancel: runs submitted to Slurm ---------------------------------------------------
+
+
+def _submitted_runs(output_dir: Path, experiment: str, tracking_uri: str | None):
+    """(run folder, job record, MLflow run or None) of every run of the experiment submitted as a job."""
+    from harness import slurm
+
+    folder = Path(output_dir) / tracking.safe_folder_name(experiment)
+    records = [(path.parent, slurm.JobRecord.load(path.parent)) for path in sorted(folder.glob(f"*/{slurm.JOB_FILE}"))]
+    if not records:
+        raise click.ClickException(f"No run of experiment '{experiment}' under {output_dir} was submitted to Slurm; "
+                                   "submit with `bench run --executor slurm …`.")
+    client = tracking.resolve_store(output_dir, tracking_uri).client()
+    runs = []
+    for run_folder_path, record in records:
+        try:
+            run = client.get_run(record.run_id) if record else None
+        except Exception:  # deleted or unreachable: the job's state still shows
+            run = None
+        runs.append((run_folder_path, record, run))
+    return runs
+
+
+def show_status(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:
+    """`bench status`: each submitted run's state in Slurm and in MLflow, and its last iteration."""
+    rows = [("run", "Slurm job", "job state", "MLflow", "iteration", "top-1")]
+    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+        progress = {}
+        if record is not None:
+            try:
+                progress = json.loads((folder / record.run_id / PROGRESS_FILE).read_text())
+            except (OSError, ValueError):
+                pass
+        top1 = run.data.metrics.get(EVAL_TOP1) if run is not None else None
+        rows.append((run.info.run_name if run is not None else folder.name, record.job_id if record else "?",
+                     record.state() if record else "?", run.info.status if run is not None else "not in MLflow",
+                     f"{progress.get('iteration', 0)}/{progress.get('total', '?')}", _percent(top1)))
+    _print_rows(rows)
+    return 0
+
+
+def cancel_jobs(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:
+    """`bench cancel`: cancel every queued or running job of the experiment's submitted runs; each run keeps its
+    checkpoint, and `bench run --executor slurm` with the same options submits it again."""
+    from harness import slurm
+
+    cancelled = 0
+    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+        if record is not None and record.state() in slurm.LIVE_STATES:
+            record.cancel()
+            cancelled += 1
+            click.echo(f"cancelled job {record.job_id} ({run.info.run_name if run is not None else folder.name})")
+    click.echo(f"{cancelled} job(s) cancelled.")
+    return 0

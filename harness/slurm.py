@@ -1,0 +1,234 @@
+"""`bench run --executor slurm`: every run of the grid as a Slurm job, submitted through submitit.
+
+A job runs the same unit of work as a local run, `python -m harness.worker <spec>`, under `RunJob`. When Slurm
+is about to stop the job (time limit or preemption: submitit's USR2, `signal_delay_s` before the end), `RunJob`
+stops the worker with SIGTERM (it ends its MLflow run KILLED, naming the checkpoint it kept) and submitit
+requeues the job; the requeued job starts the worker again, which resumes from that checkpoint in the same
+MLflow run. Any number of requeues up to `max_requeues`.
+
+What was submitted is recorded per run (`slurm_job.json` in the run's folder), so that the same command again,
+`bench status` and `bench cancel` find the job: a run whose job is queued or running is never submitted twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import submitit
+
+from harness.worker import EXIT_FAILED, EXIT_FINISHED
+
+JOB_FILE = "slurm_job.json"
+# Slurm states in which a job will still run the worker: submitting its run again would train it twice.
+LIVE_STATES = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+                         "RESIZING", "SUSPENDED", "STAGE_OUT", "SIGNALING"})
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What each job asks Slurm for; from a TOML file (`--slurm-config`) with command-line options on top."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_minutes: float = 24 * 60  # per job; a run longer than this goes on in requeued jobs
+    gpus_per_job: int = 1
+    cpus_per_job: int = 8
+    mem_gb: int = 32
+    sbatch_lines: tuple[str, ...] = ()  # extra "#SBATCH" options, e.g. "--constraint=a100"
+    setup: tuple[str, ...] = ()  # shell lines before the job starts, e.g. "source .venv/bin/activate"
+    max_parallel: int = 256  # jobs of the array running at once
+    max_requeues: int = 20  # time-limit or preemption requeues of one job
+    signal_delay_s: int = 120  # how long before the time limit Slurm warns the job
+    cluster: str = "slurm"  # "local": submitit's local executor (jobs as processes here; tests and trials)
+
+    @classmethod
+    def from_file(cls, path: Path | None, **overrides) -> "SlurmOptions":
+        values: dict = {}
+        if path is not None:
+            try:
+                values = tomllib.loads(Path(path).read_text())
+            except (OSError, tomllib.TOMLDecodeError) as error:
+                raise ValueError(f"Cannot read the Slurm config {path}: {error}.") from None
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"The Slurm config {path} has unknown keys {', '.join(unknown)}; known keys: "
+                                 f"{', '.join(sorted(known))}.")
+        values.update({key: value for key, value in overrides.items() if value not in (None, ())})
+        for key in ("sbatch_lines", "setup"):
+            values[key] = tuple(values.get(key, ()))
+        return cls(**values)
+
+    def slurm_parameters(self, job_name: str) -> dict:
+        """The job's settings under the names of submitit's SlurmExecutor (and of its sbatch script maker)."""
+        return {
+            "job_name": job_name, "time": max(1, round(self.time_minutes)), "partition": self.partition,
+            "account": self.account, "qos": self.qos, "nodes": 1, "ntasks_per_node": 1,
+            "gpus_per_node": self.gpus_per_job, "cpus_per_task": self.cpus_per_job, "mem": f"{self.mem_gb}GB",
+            "setup": list(self.setup), "array_parallelism": self.max_parallel, "signal_delay_s": self.signal_delay_s,
+            "additional_parameters": dict(_sbatch_option(line) for line in self.sbatch_lines),
+        }
+
+    def executor(self, folder: Path, job_name: str) -> submitit.Executor:
+        if self.cluster == "local":
+            executor = submitit.LocalExecutor(folder, max_num_timeout=self.max_requeues)
+            executor.update_parameters(timeout_min=float(self.time_minutes), gpus_per_node=self.gpus_per_job,
+                                       signal_delay_s=self.signal_delay_s, setup=list(self.setup))
+            return executor
+        executor = submitit.SlurmExecutor(folder, max_num_timeout=self.max_requeues)
+        executor.update_parameters(**{key: value for key, value in self.slurm_parameters(job_name).items()
+                                      if value not in (None, {})})
+        return executor
+
+
+def _sbatch_option(line: str) -> tuple[str, object]:
+    """"--constraint=a100" or "#SBATCH --constraint=a100" -> ("constraint", "a100"); a bare flag -> True."""
+    text = line.strip().removeprefix("#SBATCH").strip().lstrip("-")
+    key, _, value = text.partition("=")
+    if not key:
+        raise ValueError(f"'{line}' is not an sbatch option (e.g. --constraint=a100).")
+    return key.replace("-", "_"), value if value else True
+
+
+def sbatch_script(options: SlurmOptions, folder: Path, job_name: str, jobs: int) -> str:
+    """The sbatch script of the job array of `jobs` runs, as submitit writes it (its own function, with the
+    settings `executor` gives it); works without Slurm installed."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    parameters = {key: value for key, value in options.slurm_parameters(job_name).items() if value not in (None, {})}
+    return _make_sbatch_string(command=command, folder=folder, map_count=jobs, **parameters)
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """One run as a job: the worker on the run's spec, stopped and requeued when Slurm says time is up."""
+
+    def __init__(self, spec_path: str, project_root: str, stop_seconds: float):
+        self.spec_path = spec_path
+        self.project_root = project_root
+        self.stop_seconds = stop_seconds
+        self._worker: subprocess.Popen | None = None
+
+    def __call__(self) -> int:
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [self.project_root, environment.get("PYTHONPATH")]))
+        work_dir = Path(self.spec_path).parent
+        with open(work_dir / "worker.log", "ab") as log:
+            # The worker ignores USR2: Slurm may signal every process of the job, and the job's own handler
+            # (submitit's) is what stops the worker and requeues.
+            self._worker = subprocess.Popen([sys.executable, "-m", "harness.worker", self.spec_path],
+                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                            env=environment, preexec_fn=_ignore_usr2)
+            try:
+                return_code = self._worker.wait()
+            except BaseException:  # the job is cancelled (scancel, or a local job's SIGINT): so is its run
+                self._worker.send_signal(signal.SIGTERM)
+                raise
+        if return_code not in (EXIT_FINISHED, EXIT_FAILED):  # a FAILED run is recorded in MLflow, not a job failure
+            raise RuntimeError(f"the worker of {self.spec_path} ended with exit code {return_code}; see {log.name}")
+        return return_code
+
+    def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
+        if self._worker is not None and self._worker.poll() is None:
+            self._worker.send_signal(signal.SIGTERM)
+            try:  # within the warning time Slurm gives before it kills the job
+                self._worker.wait(timeout=self.stop_seconds)
+            except subprocess.TimeoutExpired:
+                self._worker.kill()
+        return submitit.helpers.DelayedSubmission(RunJob(self.spec_path, self.project_root, self.stop_seconds))
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_worker": None}
+
+
+def _ignore_usr2() -> None:
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    cluster: str
+    folder: str  # submitit's folder: the job's sbatch script, stdout, stderr
+    run_id: str
+
+    def save(self, run_folder: Path) -> None:
+        temporary = run_folder / (JOB_FILE + ".tmp")
+        temporary.write_text(json.dumps(self.__dict__))
+        os.replace(temporary, run_folder / JOB_FILE)
+
+    @classmethod
+    def load(cls, run_folder: Path) -> "JobRecord | None":
+        try:
+            return cls(**json.loads((run_folder / JOB_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def state(self) -> str:
+        """Slurm's state of the job (sacct), or for a local job RUNNING while its controller lives."""
+        if self.cluster == "local":
+            try:
+                os.kill(int(self.job_id), 0)
+            except (ProcessLookupError, ValueError):
+                return "ENDED"
+            except PermissionError:
+                pass
+            return "RUNNING" if _process_state(int(self.job_id)) not in ("Z", "X") else "ENDED"
+        return submitit.SlurmJob(self.folder, self.job_id).state
+
+    def cancel(self) -> None:
+        if self.cluster == "local":
+            try:
+                os.kill(int(self.job_id), signal.SIGINT)
+            except ProcessLookupError:
+                pass
+            return
+        submitit.SlurmJob(self.folder, self.job_id).cancel(check=False)
+
+
+def _process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
+
+
+def submit(options: SlurmOptions, folder: Path, specs: list[Path], job_name: str) -> list[submitit.Job]:
+    """One job per spec, as one job array."""
+    executor = options.executor(folder, job_name)
+    project_root = str(Path(__file__).resolve().parents[1])
+    with _detached_output(options.cluster == "local"), executor.batch():
+        jobs = [executor.submit(RunJob(str(spec), project_root, options.signal_delay_s / 2)) for spec in specs]
+    return jobs
+
+
+@contextlib.contextmanager
+def _detached_output(detach: bool):
+    """Local jobs are processes started here, which would inherit this terminal's (or pipe's) stdout and stderr
+    and keep a caller reading them waiting until they end: they get /dev/null (their logs go to their folder)."""
+    if not detach:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in (*saved, null):
+            os.close(descriptor)
