@@ -32,7 +32,7 @@ from harness.presets import resolve_preset
 from harness.splits import draw_split
 from implementations import interface as names
 from implementations.interface import RunInputs
-from implementations.own.trainer import Evaluator, FixMatchTraining, Progress
+from implementations.own.trainer import Evaluator, OwnTraining, Progress
 
 PAPER_ITERATIONS = 2**20
 TEST_IMAGES = 10_000
@@ -55,7 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work_dir:
         run = RunInputs(config, data, split.labeled_indices, split.digest, Path(work_dir))
         device = torch.device("cpu")
-        training = FixMatchTraining(config, data.num_classes, device)
+        training = OwnTraining(config, data.num_classes, device)
         evaluator = Evaluator(run, device)
         evaluator.evaluate(training.ema.module, Progress(), KeepingSink())  # warm-up
         seconds = []

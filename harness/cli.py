@@ -13,12 +13,15 @@ def main() -> None:
 
 
 # --- bench run / bench worker / bench ui: owned by harness/runner.py, harness/worker.py, harness/ui.py
-@main.command("run", short_help="Run the grid impl × labels × seeds, tracked in MLflow; resumable.")
+@main.command("run", short_help="Run the grid algorithm × impl × labels × seeds, tracked in MLflow; resumable.")
 @click.option("--labels", required=True, metavar="N[,N...]",
               help="Label counts, comma-separated, each a multiple of 10 (e.g. 40,250,4000).")
 @click.option("--impl", default="own", show_default=True, metavar="NAME[,NAME...]",
               help="Implementations, comma-separated: own (the paper's choices), own-as-torchssl (own with every "
                    "ledger switch at TorchSSL's choice), torchssl (TorchSSL's own code).")
+@click.option("--algorithm", default="fixmatch", show_default=True, metavar="NAME[,NAME...]",
+              help="Methods, comma-separated: fixmatch, supervised (the labeled split only), pseudolabel, pimodel, "
+                   "meanteacher (own only for now); each on the same split per labels and seed.")
 @click.option("--seeds", default="0", show_default=True, metavar="S[,S...]",
               help="Seeds, comma-separated; each seed draws its own label split and initialisation.")
 @click.option("--preset", default="paper", show_default=True, metavar="[paper|cpu|smoke]",

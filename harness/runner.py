@@ -35,7 +35,7 @@ from harness.presets import PRESETS, resolve_preset
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, WORKER_FILE,
                             RunSpec, hold_run_lock, write_worker_file)
 from implementations import IMPLEMENTATIONS, configure, fields_used
-from implementations.interface import EVAL_TOP1, ImageData, TrainConfig
+from implementations.interface import ALGORITHMS, EVAL_TOP1, ImageData, TrainConfig, for_algorithm
 
 SPLITS_FOLDER = "splits"
 NOT_STARTED = "NOT STARTED"
@@ -55,6 +55,7 @@ class GridOptions:
 
     labels: str
     impl: str = "own"
+    algorithm: str = "fixmatch"
     seeds: str = "0"
     preset: str = "paper"
     iterations: int | None = None
@@ -88,7 +89,7 @@ class PlannedRun:
 
     @property
     def name(self) -> str:
-        return tracking.child_run_name(self.impl, self.labels, self.seed)
+        return tracking.child_run_name(self.impl, self.labels, self.seed, self.config.algorithm)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,10 @@ def plan_grid(options: GridOptions) -> GridPlan:
     for impl in impls:
         if impl not in IMPLEMENTATIONS:
             raise click.UsageError(f"Unknown implementation '{impl}' in --impl; choose from {', '.join(IMPLEMENTATIONS)}.")
+    algorithms = parse_name_list(options.algorithm, "--algorithm")
+    for algorithm in algorithms:
+        if algorithm not in ALGORITHMS:
+            raise click.UsageError(f"Unknown algorithm '{algorithm}' in --algorithm; choose from {', '.join(ALGORITHMS)}.")
     label_counts = parse_int_list(options.labels, "--labels")
     seeds = parse_int_list(options.seeds, "--seeds")
     for seed in seeds:
@@ -202,21 +207,23 @@ def plan_grid(options: GridOptions) -> GridPlan:
     runs = []
     for labels in label_counts:
         for seed in seeds:
-            config = resolve_preset(options.preset, iterations=options.iterations,
-                                    eval_interval=options.eval_interval, device=options.device, seed=seed,
-                                    precision=options.precision, channels_last=options.channels_last,
-                                    compile=options.compile, augmentation=options.augmentation)
-            split = splits[labels, seed]
-            if "torchssl" in impls:
-                from implementations.torchssl.adapter import unsupported_reason
+            preset_config = resolve_preset(options.preset, iterations=options.iterations,
+                                           eval_interval=options.eval_interval, device=options.device, seed=seed,
+                                           precision=options.precision, channels_last=options.channels_last,
+                                           compile=options.compile, augmentation=options.augmentation)
+            split = splits[labels, seed]  # the same for every algorithm and implementation
+            for algorithm in algorithms:
+                config = for_algorithm(preset_config, algorithm)
+                if "torchssl" in impls:
+                    from implementations.torchssl.adapter import unsupported_reason
 
-                reason = unsupported_reason(config, labels, data.num_classes)
-                if reason:
-                    raise click.UsageError(reason)
-            for impl in impls:
-                impl_config = configure(impl, config)
-                runs.append(PlannedRun(impl, labels, seed, impl_config, split,
-                                       run_key(impl, labels, seed, impl_config, split.digest)))
+                    reason = unsupported_reason(config, labels, data.num_classes)
+                    if reason:
+                        raise click.UsageError(reason)
+                for impl in impls:
+                    impl_config = configure(impl, config)
+                    runs.append(PlannedRun(impl, labels, seed, impl_config, split,
+                                           run_key(impl, labels, seed, impl_config, split.digest)))
     if "torchssl" in impls:
         _check_torchssl_checkout()
     if options.executor == "local":  # a Slurm job's device is not this machine's
@@ -335,11 +342,13 @@ def run_key(impl: str, labels: int, seed: int, config: TrainConfig, split_digest
     which says where a run executes, not what it computes) and the split, so a changed setting or different
     data makes a new run, the same command finds its run again, and a field an implementation never reads
     (e.g. own's augmentation for TorchSSL) makes no new run of it."""
-    used = fields_used(impl)
+    used = fields_used(impl, config.algorithm)
     identity = {key: value for key, value in config.as_params().items() if key in used and key != "device"}
     identity["split_digest"] = split_digest
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
-    return f"{impl}-{labels}-{seed}-{config.preset}-{digest}"
+    # FixMatch runs keep the key they had before other algorithms existed, so that older stores resume.
+    algorithm = "" if config.algorithm == "fixmatch" else f"{config.algorithm}-"
+    return f"{algorithm}{impl}-{labels}-{seed}-{config.preset}-{digest}"
 
 
 # --- 2. execute -----------------------------------------------------------------------------------------
@@ -568,7 +577,8 @@ def _child_run(client, experiment_id: str, planned: PlannedRun, existing, folder
     """The MLflow run to train in: the unfinished one of this run key, unless it has numbers its work dir
     can no longer continue (the folder was deleted, e.g. after a torn checkpoint): that one goes to MLflow's
     trash and the run starts afresh in a new one, so that no history is spliced from two attempts."""
-    parent = tracking.find_or_create_parent_run(client, experiment_id, planned.labels, planned.config.preset)
+    parent = tracking.find_or_create_parent_run(client, experiment_id, planned.labels, planned.config.preset,
+                                                planned.config.algorithm)
     touched_parents.add(parent)
     client.update_run(parent, status="RUNNING")
     if existing is not None:
@@ -580,7 +590,7 @@ def _child_run(client, experiment_id: str, planned: PlannedRun, existing, folder
             f"it is moved to MLflow's trash (`mlflow runs restore --run-id {run_id}` brings it back) and the run "
             "starts afresh in a new MLflow run.")
     return tracking.create_child_run(client, experiment_id, parent, planned.name, {
-        "impl": planned.impl, "labels": planned.labels, "seed": planned.seed,
+        "impl": planned.impl, "algorithm": planned.config.algorithm, "labels": planned.labels, "seed": planned.seed,
         "split_digest": planned.split.digest, "preset": planned.config.preset, "run_key": planned.run_key,
     })
 
@@ -962,7 +972,7 @@ def _print_grid_header(plan: GridPlan, pending: list[PlannedRun], outcomes: dict
     done = sum(outcome.previously_finished for outcome in outcomes.values())
     options = plan.options
     data_note = "" if plan.data.official else " (not the official full set)"
-    click.echo(f"Grid: {len(plan.runs)} runs ({' × '.join([options.impl, 'labels ' + options.labels, 'seeds ' + options.seeds])}), "
+    click.echo(f"Grid: {len(plan.runs)} runs ({' × '.join([options.algorithm, options.impl, 'labels ' + options.labels, 'seeds ' + options.seeds])}), "
                f"preset {options.preset}, data {plan.data.source_dir or plan.data_dir}{data_note}.")
     click.echo(f"MLflow: {plan.store.tracking_uri}, experiment '{options.experiment}'.")
     if done:

@@ -5,7 +5,7 @@ The layout (read back by harness/report):
   with artifacts under `<output_dir>/artifacts`; `MLFLOW_TRACKING_URI` or `--tracking-uri` overrides;
 - one PARENT run per (label count, preset): name "labels=40 · smoke", tags `ssl_bench.role=parent`,
   `labels`, `preset`;
-- one CHILD run per (impl, labels, seed) under its parent: name "own/40/s0", tags
+- one CHILD run per (impl, labels, seed) under its parent: name "fixmatch/own/40/s0", tags
   `ssl_bench.role=child`, `impl`, `labels`, `seed`, `split_digest`, `preset`, `run_key`, `data_identity`,
   `data_official`, `git_commit`, `git_dirty` (+ `torchssl_commit`, `torchssl_tree_clean`); params = the
   resolved TrainConfig fields the implementation reads + `labels` (a TorchSSL run adds `torchssl.*`, its
@@ -256,23 +256,24 @@ def _quote(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("'", "\\'")
 
 
-def parent_run_name(labels: int, preset: str) -> str:
-    return f"labels={labels} · {preset}"
+def parent_run_name(labels: int, preset: str, algorithm: str = "fixmatch") -> str:
+    return f"{algorithm} · labels={labels} · {preset}"
 
 
-def child_run_name(impl: str, labels: int, seed: int) -> str:
-    """Short enough for the MLflow UI's name column: "own-as-torchssl/4000/s2"."""
-    return f"{impl}/{labels}/s{seed}"
+def child_run_name(impl: str, labels: int, seed: int, algorithm: str = "fixmatch") -> str:
+    """Short enough for the MLflow UI's name column: "fixmatch/own/4000/s2"."""
+    return f"{algorithm}/{impl}/{labels}/s{seed}"
 
 
-def find_or_create_parent_run(client: MlflowClient, experiment_id: str, labels: int, preset: str) -> str:
-    """The parent run of (labels, preset): found again by its tags on every later `bench run`."""
-    tags = {ROLE_TAG: PARENT, "labels": labels, "preset": preset}
+def find_or_create_parent_run(client: MlflowClient, experiment_id: str, labels: int, preset: str,
+                              algorithm: str = "fixmatch") -> str:
+    """The parent run of (algorithm, labels, preset): found again by its tags on every later `bench run`."""
+    tags = {ROLE_TAG: PARENT, "algorithm": algorithm, "labels": labels, "preset": preset}
     found = search_runs_by_tags(client, experiment_id, tags)
     if found:
         return found[0].info.run_id
     run = client.create_run(experiment_id, tags={key: str(value) for key, value in tags.items()},
-                            run_name=parent_run_name(labels, preset))
+                            run_name=parent_run_name(labels, preset, algorithm))
     return run.info.run_id
 
 

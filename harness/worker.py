@@ -324,7 +324,7 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
     from implementations import fields_used
     from implementations.method_sheet import method_sheet
 
-    used = fields_used(spec.impl)  # a TorchSSL run records only what TorchSSL reads
+    used = fields_used(spec.impl, config.algorithm)  # a run records only what it reads
     tracking.log_params_once(client, spec.run_id, {**{key: value for key, value in config.as_params().items()
                                                       if key in used}, "labels": spec.labels})
     tags: dict[str, object] = {

@@ -34,14 +34,16 @@ def configure(name: str, config: TrainConfig) -> TrainConfig:
     return config
 
 
-def fields_used(name: str) -> frozenset[str]:
-    """The TrainConfig fields implementation `name` reads: what its runs are identified and recorded by, so
-    that changing a field one implementation never reads re-trains none of its runs."""
+def fields_used(name: str, algorithm: str) -> frozenset[str]:
+    """The TrainConfig fields implementation `name` reads for `algorithm`: what its runs are identified and
+    recorded by, so that changing a field one implementation or algorithm never reads re-trains none of its runs."""
+    from implementations.interface import fields_of_algorithm
+
     if name == "torchssl":
         from implementations.torchssl.adapter import CONFIG_FIELDS
 
-        return CONFIG_FIELDS
-    return frozenset(TrainConfig().as_params())
+        return CONFIG_FIELDS & fields_of_algorithm(algorithm)
+    return fields_of_algorithm(algorithm)
 
 
 def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:

@@ -66,15 +66,20 @@ def training_signal_metrics(
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every hyper-parameter of a run, resolved once and logged whole. Defaults are the paper's."""
+    """Every hyper-parameter of a run, resolved once and logged whole. Defaults are FixMatch's paper's; each
+    other algorithm starts from its own defaults (ALGORITHM_DEFAULTS)."""
 
     preset: str = "paper"
-    algorithm: Literal["fixmatch", "supervised"] = "fixmatch"  # supervised: λ = 0, no unlabeled batch
+    # supervised: the labeled split only; the others use the unlabeled images too (implementations/own/<name>.py)
+    algorithm: Literal["fixmatch", "supervised", "pseudolabel", "pimodel", "meanteacher"] = "fixmatch"
     iterations: int = 2**20
     labeled_batch_size: int = 64  # B
     unlabeled_ratio: int = 7  # μ: unlabeled batch = μ·B
     threshold: float = 0.95  # τ
     unsupervised_weight: float = 1.0  # λ
+    # λ grows linearly from 0 to its value over this fraction of the iterations (Pseudo-Label, Π-model, Mean
+    # Teacher; TorchSSL's unsup_warmup_pos); FixMatch uses no ramp-up.
+    unsupervised_warmup: float = 0.4
     learning_rate: float = 0.03
     momentum: float = 0.9
     nesterov: bool = True
@@ -114,13 +119,44 @@ class TrainConfig:
 
     @property
     def unlabeled_batch_size(self) -> int:
-        return self.unlabeled_ratio * self.labeled_batch_size if self.algorithm == "fixmatch" else 0
+        return 0 if self.algorithm == "supervised" else self.unlabeled_ratio * self.labeled_batch_size
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
 
     def as_params(self) -> dict[str, object]:
         return dataclasses.asdict(self)
+
+
+ALGORITHMS = ("fixmatch", "supervised", "pseudolabel", "pimodel", "meanteacher")
+# Each algorithm's hyper-parameters where they are not FixMatch's: TorchSSL's CIFAR-10 configs at the pinned
+# commit (config/<algorithm>/<algorithm>_cifar10_*_0.yaml and its fixmatch-style arguments): μ = 1, and the
+# weight λ and its linear ramp-up over the first 40 % of training.
+ALGORITHM_DEFAULTS: dict[str, dict[str, object]] = {
+    "fixmatch": {},
+    "supervised": {},
+    "pseudolabel": {"unlabeled_ratio": 1, "unsupervised_weight": 1.0, "threshold": 0.95, "unsupervised_warmup": 0.4},
+    "pimodel": {"unlabeled_ratio": 1, "unsupervised_weight": 10.0, "unsupervised_warmup": 0.4},
+    "meanteacher": {"unlabeled_ratio": 1, "unsupervised_weight": 50.0, "unsupervised_warmup": 0.4},
+}
+# The fields only some algorithms read: a run of another algorithm is not identified or recorded by them.
+ALGORITHM_FIELDS: dict[str, frozenset[str]] = {
+    "threshold": frozenset({"fixmatch", "pseudolabel"}),
+    "unsupervised_warmup": frozenset({"pseudolabel", "pimodel", "meanteacher"}),
+    "unlabeled_ratio": frozenset(ALGORITHMS) - {"supervised"},
+    "unsupervised_weight": frozenset(ALGORITHMS) - {"supervised"},
+}
+
+
+def for_algorithm(config: TrainConfig, algorithm: str) -> TrainConfig:
+    """The config with the algorithm's own defaults where it differs from FixMatch's."""
+    return config.replace(algorithm=algorithm, **ALGORITHM_DEFAULTS[algorithm])
+
+
+def fields_of_algorithm(algorithm: str) -> frozenset[str]:
+    """The TrainConfig fields a run of this algorithm reads."""
+    return frozenset(name for name in TrainConfig().as_params()
+                     if name not in ALGORITHM_FIELDS or algorithm in ALGORITHM_FIELDS[name])
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,22 @@ config holds them, and TorchSSL's sheet applies what TorchSSL does whatever the 
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import asdict, dataclass
 
 from implementations.interface import TrainConfig
 from implementations.ledger import TORCHSSL_FIXED
 
-FIXMATCH = "FixMatch (Sohn et al., NeurIPS 2020, arXiv:2001.07685), Algorithm 1"
-SUPERVISED = "Supervised baseline: the labeled split only (FixMatch with λ = 0 and no unlabeled batch)"
+TITLES = {
+    "fixmatch": "FixMatch (Sohn et al., NeurIPS 2020, arXiv:2001.07685), Algorithm 1",
+    "supervised": "Supervised baseline: the labeled split only (FixMatch with λ = 0 and no unlabeled batch)",
+    "pseudolabel": "Pseudo-Label (Lee, ICML 2013 workshop), with a confidence threshold as in TorchSSL",
+    "pimodel": "Π-model (Laine & Aila, ICLR 2017, Section 2.1)",
+    "meanteacher": "Mean Teacher (Tarvainen & Valpola, NeurIPS 2017)",
+}
 
 OWN_FILES = (
-    "implementations/own/fixmatch.py (loss, step, optimiser, schedule, EMA)",
+    "implementations/own/fixmatch.py (optimiser, schedule, EMA; FixMatch's and the supervised loss)",
     "implementations/own/augment.py, implementations/own/augment_batched.py (weak and strong augmentation)",
     "implementations/own/wide_resnet.py (network)",
     "implementations/own/trainer.py (loop, evaluation, checkpoints)",
@@ -36,6 +42,7 @@ TORCHSSL_FILES = (
 class MethodSheet:
     algorithm: str
     aspects: tuple[tuple[str, str], ...]  # (aspect, how this implementation does it)
+    traits: dict[str, str]  # how the method differs from the others: the TRAITS of its file in implementations/own
     files: tuple[str, ...]  # "path, path (what is there)", relative to the implementation's code base
 
     def as_json(self) -> dict:
@@ -51,11 +58,13 @@ def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
     else:
         evaluation = f"every {config.eval_interval:,} iterations and at the end"
         files = OWN_FILES
-    supervised = config.algorithm == "supervised"
+    if impl != "torchssl" and config.algorithm not in ("fixmatch", "supervised"):
+        files = (f"implementations/own/{config.algorithm}.py (the loss)", *files)
+    uses_strong = config.algorithm == "fixmatch"
     aspects = [
         ("loss", _loss(config)),
         ("weak augmentation", "random horizontal flip, then a random 32×32 crop of the image reflect-padded by 4 px"),
-        ("strong augmentation", "not used" if supervised else _strong_augmentation(config)),
+        ("strong augmentation", _strong_augmentation(config) if uses_strong else "not used"),
         ("network", _network(config)),
         ("optimiser and schedule",
          f"SGD, η = {config.learning_rate:g}, momentum {config.momentum:g}"
@@ -66,17 +75,36 @@ def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
          f"the evaluated model is an exponential moving average of the weights (decay {config.ema_decay:g}) with "
          f"the trained model's batch-norm statistics; evaluated on the test set in fp32 {evaluation}"),
     ]
-    return MethodSheet(SUPERVISED if supervised else FIXMATCH, tuple(aspects), files)
+    return MethodSheet(TITLES[config.algorithm], tuple(aspects), traits(config.algorithm), files)
+
+
+def traits(algorithm: str) -> dict[str, str]:
+    """What the method's own file says sets it apart (its TRAITS)."""
+    if algorithm == "supervised":
+        return dict(importlib.import_module("implementations.own.fixmatch").SUPERVISED_TRAITS)
+    return dict(importlib.import_module(f"implementations.own.{algorithm}").TRAITS)
 
 
 def _loss(config: TrainConfig) -> str:
     labeled = f"ℓ_s = cross-entropy on the weak view of B = {config.labeled_batch_size} labeled images"
+    unlabeled = f"μB = {config.unlabeled_batch_size} unlabeled images"
+    ramp = (f"λ(t) = λ·min(1, t/(w·K)), λ = {config.unsupervised_weight:g}, w = {config.unsupervised_warmup:g}"
+            if config.unsupervised_warmup > 0 else f"λ = {config.unsupervised_weight:g} throughout")
     if config.algorithm == "supervised":
         return labeled
-    return (f"ℓ = ℓ_s + λ·ℓ_u, λ = {config.unsupervised_weight:g}; {labeled}; "
-            f"ℓ_u = 1/(μB)·Σ 1[max q ≥ τ]·CE(argmax q, f(strong(u))) over μB = {config.unlabeled_batch_size} "
-            f"unlabeled images, τ = {config.threshold:g}, q = softmax of the weak view (no gradient); "
-            "one forward pass over [weak(x); weak(u); strong(u)]")
+    if config.algorithm == "fixmatch":
+        return (f"ℓ = ℓ_s + λ·ℓ_u, λ = {config.unsupervised_weight:g}; {labeled}; "
+                f"ℓ_u = 1/(μB)·Σ 1[max q ≥ τ]·CE(argmax q, f(strong(u))) over {unlabeled}, τ = {config.threshold:g}, "
+                "q = softmax of the weak view (no gradient); one forward pass over [weak(x); weak(u); strong(u)]")
+    if config.algorithm == "pseudolabel":
+        return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp}; {labeled}; ℓ_u = 1/(μB)·Σ 1[max p ≥ τ]·CE(argmax p, f(weak(u))) "
+                f"over {unlabeled}, τ = {config.threshold:g}, p = softmax of the same forward pass (no gradient)")
+    if config.algorithm == "pimodel":
+        return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp}; {labeled}; ℓ_u = 1/(C·μB)·Σ ‖softmax f(weak₁(u)) − softmax "
+                f"f(weak₂(u))‖² over {unlabeled}, two independent weak views, gradient through both")
+    return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp}; {labeled}; ℓ_u = 1/(C·μB)·Σ ‖softmax f_θ(weak₁(u)) − softmax "
+            f"f_θ'(weak₂(u))‖² over {unlabeled}; the teacher θ' is the EMA of the weights (decay "
+            f"{config.ema_decay:g}), in training mode, without gradient")
 
 
 def _strong_augmentation(config: TrainConfig) -> str:

@@ -54,9 +54,9 @@ def test_ctrl_c_stops_the_grid_cleanly_and_the_same_command_finishes_it(tmp_path
     stdout, stderr = runner.communicate(timeout=180)
     assert runner.returncode == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr
-    summary = {line.split("  ")[0]: line for line in stdout.splitlines() if line.startswith("own/")}
-    assert "KILLED" in summary["own/40/s0"]
-    assert "NOT STARTED" in summary["own/40/s1"]
+    summary = {line.split("  ")[0]: line for line in stdout.splitlines() if line.startswith("fixmatch/own/")}
+    assert "KILLED" in summary["fixmatch/own/40/s0"]
+    assert "NOT STARTED" in summary["fixmatch/own/40/s1"]
     assert the_worker(tmp_path) is None  # stopped, not orphaned
     finished = bench_run(tmp_path, seeds="0,1")
     assert finished.returncode == 0, finished.stdout + finished.stderr

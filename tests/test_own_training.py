@@ -9,7 +9,7 @@ import torch
 from harness.data import load_cifar10
 from harness.splits import draw_split
 from implementations import interface as names
-from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig
+from implementations.interface import ALGORITHMS, NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
 from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch, autocast_dtype
 from tests.fixtures_data import SUBSET_DIR
 
@@ -61,14 +61,16 @@ def final_weights(work_dir) -> dict[str, torch.Tensor]:
     return {**training["model"], **{"ema." + k: v for k, v in training["ema"].items()}}
 
 
-def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, algorithm):
+    config = for_algorithm(TINY, algorithm)  # Mean Teacher's teacher (the EMA) and every λ ramp-up included
     uninterrupted = RecordingSink()
-    OwnFixMatch().train(run_inputs(TINY, tmp_path / "a"), uninterrupted)
+    OwnFixMatch().train(run_inputs(config, tmp_path / "a"), uninterrupted)
 
     with pytest.raises(KeyboardInterrupt):  # interrupted after the checkpoint at iteration 4
-        OwnFixMatch().train(run_inputs(TINY, tmp_path / "b"), RecordingSink(crash_after=5))
+        OwnFixMatch().train(run_inputs(config, tmp_path / "b"), RecordingSink(crash_after=5))
     resumed = RecordingSink()
-    result = OwnFixMatch().train(run_inputs(TINY, tmp_path / "b"), resumed)
+    result = OwnFixMatch().train(run_inputs(config, tmp_path / "b"), resumed)
 
     assert result.iterations == 8
     assert min(resumed.metrics[names.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4, not from 0

@@ -72,7 +72,7 @@ def test_grid_leaves_four_finished_child_runs(grid):
 def test_each_label_count_has_one_parent_holding_its_runs(grid):
     parents = {run.data.tags["labels"]: run for run in grid["parents"]}
     assert set(parents) == {"40", "250"}
-    assert parents["40"].info.run_name == "labels=40 · smoke"
+    assert parents["40"].info.run_name == "fixmatch · labels=40 · smoke" and parents["40"].data.tags["algorithm"] == "fixmatch"
     assert all(parent.data.tags["preset"] == "smoke" and parent.info.status == "FINISHED" for parent in parents.values())
     for run in grid["children"]:
         assert run.data.tags["mlflow.parentRunId"] == parents[run.data.tags["labels"]].info.run_id
@@ -81,8 +81,8 @@ def test_each_label_count_has_one_parent_holding_its_runs(grid):
 def test_child_runs_carry_the_layout_tags(grid):
     run = child(grid, 250, 1)
     tags = run.data.tags
-    assert run.info.run_name == "own/250/s1"
-    assert tags["preset"] == "smoke"
+    assert run.info.run_name == "fixmatch/own/250/s1"
+    assert tags["preset"] == "smoke" and tags["algorithm"] == "fixmatch"
     assert tags["run_key"].startswith("own-250-1-smoke-")
     assert tags["data_official"] == "false" and tags["data_identity"].startswith("cifar10-nonofficial-5482-")
     assert len(tags["git_commit"]) == 40 or tags["git_commit"] == "unknown"

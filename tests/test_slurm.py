@@ -104,7 +104,7 @@ signal_delay_s = {delay}
 gpus_per_job = 0
 max_requeues = 10
 """
-ITERATIONS = 100
+ITERATIONS = 60
 
 
 def wait_until(condition, seconds: float, what: str):

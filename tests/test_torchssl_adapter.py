@@ -97,7 +97,7 @@ def test_a_checkpoint_in_the_work_dir_becomes_torchssl_resume(tmp_path):
 
 
 @pytest.mark.parametrize("change, num_labels, complaint", [
-    ({"algorithm": "supervised"}, 40, "no 'supervised' mode"),
+    ({"algorithm": "supervised"}, 40, "TorchSSL's FixMatch only so far, not its 'supervised'"),
     ({"nesterov": False}, 40, "always uses Nesterov"),
     ({}, 10, "its own fixed index table"),
 ])

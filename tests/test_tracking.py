@@ -191,7 +191,9 @@ def test_the_parent_run_of_a_label_count_and_preset_is_found_again(client, exper
     parent = tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke")
     assert tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke") == parent
     assert tracking.find_or_create_parent_run(client, experiment_id, 250, "smoke") != parent
-    assert client.get_run(parent).info.run_name == "labels=40 · smoke"
+    assert client.get_run(parent).info.run_name == "fixmatch · labels=40 · smoke"
+    other_method = tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke", "pimodel")
+    assert other_method != parent and client.get_run(other_method).info.run_name == "pimodel · labels=40 · smoke"
 
 
 def test_a_child_run_is_found_by_its_run_key(client, experiment_id):

@@ -69,7 +69,7 @@ def test_bench_ui_serves_the_runs_over_its_rest_api_and_stops_on_ctrl_c(output_d
         assert view["orderByKey"] == "tags.`run_key`" and view["orderByAsc"] == "true"
         runs = requests.post(f"{base}/api/2.0/mlflow/runs/search", timeout=30, json={
             "experiment_ids": [experiment["experiment_id"]], "filter": view["searchFilter"]}).json()["runs"]
-        assert sorted(run["info"]["run_name"] for run in runs) == ["own/40/s0", "torchssl/40/s0"]
+        assert sorted(run["info"]["run_name"] for run in runs) == ["fixmatch/own/40/s0", "fixmatch/torchssl/40/s0"]
         server_processes = psutil.Process(ui.pid).children(recursive=True)
         assert server_processes
     finally:

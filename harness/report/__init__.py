@@ -19,7 +19,9 @@ from harness.report.render import html_document, markdown_report, write_pdf
 from harness.report.tables import (
     Section,
     ledger_table,
+    method_differences_table,
     method_tables,
+    methods_table,
     other_metrics_table,
     paired_difference_table,
     published_table,
@@ -70,8 +72,11 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
         section_tables = {section.slug: _section_tables(section, data) for section in report_sections}
         section_figures = {section.slug: draw_section_figures(data, section, staging) for section in report_sections}
         section_methods = {section.slug: method_tables(section, data) for section in report_sections}
-        text = markdown_report(data, report_sections, section_methods, section_tables, section_figures,
-                               unfinished_table(data), ledger_table(), dt.datetime.now(dt.timezone.utc))
+        overview = [table for table in (methods_table(report_sections),
+                                        method_differences_table(report_sections, data)) if table is not None]
+        text = markdown_report(data, report_sections, overview, section_methods,
+                               section_tables, section_figures, unfinished_table(data), ledger_table(),
+                               dt.datetime.now(dt.timezone.utc))
         pdf_pages = None
         if "md" in formats:
             (staging / MARKDOWN_NAME).write_text(text, encoding="utf-8")
@@ -98,7 +103,7 @@ def _section_tables(section: Section, data) -> list:
     if difference is not None:
         tables.append(difference)
     tables += [settings_table(section, data), other_metrics_table(section), published_table(section)]
-    return tables
+    return [table for table in tables if table is not None]
 
 
 def _parent(out_dir: Path) -> Path:

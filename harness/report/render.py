@@ -51,7 +51,8 @@ class _Numbering:
         self.figures = 0
 
 
-def markdown_report(data: ReportData, sections: list[Section], section_methods: dict[str, list[Table]],
+def markdown_report(data: ReportData, sections: list[Section], overview: list[Table],
+                    section_methods: dict[str, list[Table]],
                     section_tables: dict[str, list[Table]],
                     section_figures: dict[str, list[FigureFile]], unfinished: Table | None, ledger: Table,
                     generated_at: dt.datetime) -> str:
@@ -68,6 +69,10 @@ def markdown_report(data: ReportData, sections: list[Section], section_methods: 
     lines += _warnings(data, sections)
     if not sections:
         lines += ["No run has finished yet, so there is nothing to average; the unfinished runs are listed below.", ""]
+    if overview:
+        lines += ["## The methods compared", ""]
+        for table in overview:
+            lines += _table_markdown(table, numbering)
     for section in sections:
         lines += [f"## {section.title}", "", _protocol_line(section), ""]
         for table in section_tables[section.slug]:
@@ -119,7 +124,8 @@ def _warnings(data: ReportData, sections: list[Section]) -> list[str]:
 def _protocol_line(section: Section) -> str:
     protocol = section.protocol
     architecture = f"WRN-{protocol.get('depth', '?')}-{protocol.get('widen_factor', '?')}"
-    shown = ", ".join(f"{name}={value}" for name, value in protocol.items() if name not in ("depth", "widen_factor"))
+    shown = ", ".join(f"{name}={value}" for name, value in protocol.items()
+                      if name not in ("depth", "widen_factor") and value != "?")  # "?": a field the method never reads
     return (f"Protocol of every run in this section: {architecture}, {shown}. The settings each implementation "
             "chooses for itself are in the settings table below.")
 

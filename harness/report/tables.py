@@ -29,6 +29,7 @@ class Anchor:
     source: str
     protocol: str
     top1: dict[int, tuple[float, float]]  # labels -> (mean %, std %)
+    statistic: str = "top1_best"  # which of our numbers is in the same protocol (a run_summaries column)
 
 
 # CIFAR-10 FixMatch (RandAugment). The paper gives error rates; accuracy = 100 − error.
@@ -36,12 +37,24 @@ FIXMATCH_PAPER = Anchor(
     "FixMatch paper (RA)",
     "median of the last 20 checkpoints, 5 folds; 100 − published error",
     {40: (86.19, 3.37), 250: (94.93, 0.65), 4000: (95.74, 0.05)},
+    statistic="top1_median_last20",
 )
 TORCHSSL_README = Anchor(
     "TorchSSL README",
     "best checkpoint, 3 seeds",
     {40: (92.53, 0.28), 250: (95.14, 0.05), 4000: (95.79, 0.08)},
 )
+# Every algorithm's published CIFAR-10 numbers (TorchSSL's README at the pinned commit, its table of accuracies);
+# its FullySupervised row trains on all 50,000 labels, so our supervised baseline (the labeled split only) has none.
+PUBLISHED: dict[str, tuple[Anchor, ...]] = {
+    "fixmatch": (FIXMATCH_PAPER, TORCHSSL_README),
+    "pseudolabel": (Anchor("TorchSSL README", "best checkpoint, 3 seeds",
+                           {40: (25.39, 0.26), 250: (53.51, 2.2), 4000: (84.92, 0.19)}),),
+    "pimodel": (Anchor("TorchSSL README", "best checkpoint, 3 seeds",
+                       {40: (25.66, 1.76), 250: (53.76, 1.29), 4000: (86.87, 0.59)}),),
+    "meanteacher": (Anchor("TorchSSL README", "best checkpoint, 3 seeds",
+                           {40: (29.91, 1.6), 250: (62.54, 3.3), 4000: (91.9, 0.21)}),),
+}
 
 
 @dataclass
@@ -138,7 +151,9 @@ def sections(data: ReportData, summaries: pd.DataFrame) -> list[Section]:
         if len({key[1] for key in siblings}) > 1:
             title += f", data `{identity}`"
         if len({key[2] for key in siblings}) > 1:
-            varying = [i for i, name in enumerate(PROTOCOL_FIELDS) if len({key[2][i] for key in siblings}) > 1]
+            # What sets this protocol apart; fields its algorithm does not read (not recorded, "?") are left out.
+            varying = [i for i, name in enumerate(PROTOCOL_FIELDS)
+                       if len({key[2][i] for key in siblings}) > 1 and protocol[i] != "?"]
             title += ", " + ", ".join(f"{PROTOCOL_FIELDS[i]}={protocol[i]}" for i in varying)
         slug = _slug(preset) + (f"-{len([s for s in result if s.preset == preset]) + 1}" if len(siblings) > 1 else "")
         result.append(Section(title, slug, preset, protocol_params, runs,
@@ -235,6 +250,55 @@ def _groups(summaries: pd.DataFrame):
 TOP1_LAST = "top-1 % at last evaluation"
 TOP1_BEST = "best top-1 % over all evaluations (chosen on the test set: optimistic)"
 TOP1_MEDIAN = f"top-1 %, median over the final window of {MEDIAN_WINDOW} evaluation intervals"
+
+
+def methods_table(report_sections: list[Section]) -> Table | None:
+    """Every algorithm × implementation × labels of the report in one table, beside TorchSSL's published number of
+    that algorithm; None when the report holds one algorithm only."""
+    algorithms = {section.protocol.get("algorithm", "fixmatch") for section in report_sections}
+    if len(algorithms) < 2:
+        return None
+    rows = []
+    for section in sorted(report_sections, key=lambda section: section.protocol.get("algorithm", "fixmatch")):
+        algorithm = section.protocol.get("algorithm", "fixmatch")
+        published = {anchor.source: anchor for anchor in PUBLISHED.get(algorithm, ())}.get("TorchSSL README")
+        for impl, labels, group in _groups(section.summaries):
+            marks = _marks(group)
+            reference = published.top1.get(labels) if published else None
+            rows.append([
+                algorithm, impl, str(labels), _seeds(group), _iterations(group),
+                _with(percent(group["top1_best"]), marks), _with(percent(group["top1_median_last20"]), marks),
+                "{:.2f} ± {:.2f}".format(*reference) if reference else "–",
+            ])
+    summaries = pd.concat([section.summaries for section in report_sections])
+    runs = pd.concat([section.runs for section in report_sections])
+    notes = _flag_notes(summaries, runs) + [
+        "Each algorithm's details (settings, method, figures) are in its own section below. Published: TorchSSL's README, CIFAR-10, "
+        "WRN-28-2 after 1,048,576 iterations, best checkpoint over 3 seeds (compare with our best column); the "
+        "supervised baseline has none (TorchSSL's FullySupervised trains on all 50,000 labels).",
+    ]
+    return Table("The methods side by side: top-1 accuracy (%) of the EMA model, mean ± std over seeds",
+                 ["algorithm", "implementation", "labels", "seeds (n)", "iterations run", TOP1_BEST, TOP1_MEDIAN,
+                  "TorchSSL README: best top-1 %"], rows, notes)
+
+
+def method_differences_table(report_sections: list[Section], data: ReportData) -> Table | None:
+    """How the report's methods differ, one row per algorithm, from what each method's own file declares (its
+    TRAITS, recorded in every run's method sheet); None for a report of one algorithm."""
+    traits_by_algorithm: dict[str, dict[str, str]] = {}
+    for section in report_sections:
+        for run_id in section.runs["run_id"]:
+            sheet = data.method_sheets.get(run_id, {})
+            if sheet.get("traits"):
+                traits_by_algorithm.setdefault(section.protocol.get("algorithm", "fixmatch"), sheet["traits"])
+    if len(traits_by_algorithm) < 2:
+        return None
+    aspects = list(dict.fromkeys(aspect for traits in traits_by_algorithm.values() for aspect in traits))
+    rows = [[algorithm, *[traits.get(aspect, "–") for aspect in aspects]]
+            for algorithm, traits in sorted(traits_by_algorithm.items())]
+    return Table("How the methods differ, as each method's own file declares it (TRAITS, in implementations/own)",
+                 ["algorithm", *aspects], rows,
+                 ["The equations of each method are in its section's method table and at the top of its file."])
 
 
 def top1_table(section: Section) -> Table:
@@ -405,14 +469,15 @@ def _paired_interval(differences: np.ndarray, unpaired_split: int) -> str:
     return f"[{mean - half_width:+.2f}, {mean + half_width:+.2f}]"
 
 
-def published_table(section: Section) -> Table:
-    """Our numbers beside the published anchors, each in the anchor's own protocol."""
+def published_table(section: Section) -> Table | None:
+    """Our numbers beside the published anchors of the section's algorithm, each in the anchor's own protocol."""
+    anchors = PUBLISHED.get(section.protocol.get("algorithm", "fixmatch"), ())
+    if not anchors:
+        return None
     summaries = section.summaries
     impls = impl_order(summaries["impl"])
-    columns = ["labels", f"{FIXMATCH_PAPER.source}: top-1 %, {FIXMATCH_PAPER.protocol}"]
-    columns += [f"ours, {impl}: {TOP1_MEDIAN}" for impl in impls]
-    columns += [f"{TORCHSSL_README.source}: top-1 %, {TORCHSSL_README.protocol}"]
-    columns += [f"ours, {impl}: {TOP1_BEST}" for impl in impls]
+    heading = {"top1_median_last20": TOP1_MEDIAN, "top1_best": TOP1_BEST}
+
     def ours(labels: int, impl: str, column: str) -> str:
         group = summaries[(summaries["labels"] == labels) & (summaries["impl"] == impl)]
         if group.empty:
@@ -422,21 +487,26 @@ def published_table(section: Section) -> Table:
             marks += FEW_EVALUATIONS_MARK
         return _with(f"{percent(group[column])} (n={len(group)})", marks)
 
-    rows = []
-    for labels in FIXMATCH_PAPER.top1:
-        row = [str(labels), "{:.2f} ± {:.2f}".format(*FIXMATCH_PAPER.top1[labels])]
-        row += [ours(labels, impl, "top1_median_last20") for impl in impls]
-        row.append("{:.2f} ± {:.2f}".format(*TORCHSSL_README.top1[labels]))
-        row += [ours(labels, impl, "top1_best") for impl in impls]
+    columns, rows = ["labels"], []
+    for anchor in anchors:
+        columns += [f"{anchor.source}: top-1 %, {anchor.protocol}"]
+        columns += [f"ours, {impl}: {heading[anchor.statistic]}" for impl in impls]
+    label_counts = list(anchors[0].top1)
+    for labels in label_counts:
+        row = [str(labels)]
+        for anchor in anchors:
+            row.append("{:.2f} ± {:.2f}".format(*anchor.top1[labels]))
+            row += [ours(labels, impl, anchor.statistic) for impl in impls]
         rows.append(row)
-    shown = summaries[summaries["labels"].isin(FIXMATCH_PAPER.top1)]
+    shown = summaries[summaries["labels"].isin(label_counts)]
     notes = _flag_notes(shown, section.runs) if not shown.empty else []
-    if not shown.empty and (shown["evaluations_in_median"] < MEDIAN_WINDOW).any():
+    if not shown.empty and (shown["evaluations_in_median"] < MEDIAN_WINDOW).any() and \
+            any(anchor.statistic == "top1_median_last20" for anchor in anchors):
         notes.append(f"{FEW_EVALUATIONS_MARK} Fewer than {MEDIAN_WINDOW} evaluations exist: median over all of them.")
     notes.append(
         "Published numbers are CIFAR-10 with WRN-28-2 after 1,048,576 iterations; each of our columns uses the same "
-        "protocol as the published column before it. The paper's ± is over 5 folds, TorchSSL's over 3 seeds, ours "
-        "over n seeds."
+        "protocol as the published column before it. The FixMatch paper's ± is over 5 folds, TorchSSL's over 3 "
+        "seeds, ours over n seeds."
     )
     return Table("Ours beside the published numbers (top-1 accuracy %, CIFAR-10)", columns, rows, notes)
 

@@ -20,13 +20,31 @@ from implementations.interface import ImageData, TrainConfig
 from implementations.own import augment, augment_batched
 
 
+# The views of the unlabeled batch each algorithm learns from, in the order they are drawn: "weak" is flip +
+# crop, "strong" adds RandAugment and Cutout; two "weak" are two independent draws of the same images.
+UNLABELED_VIEWS: dict[str, tuple[str, ...]] = {
+    "fixmatch": ("weak", "strong"),
+    "supervised": (),
+    "pseudolabel": ("weak",),
+    "pimodel": ("weak", "weak"),
+    "meanteacher": ("weak", "weak"),
+}
+
+
 @dataclass
 class Batch:
     labeled_images: torch.Tensor  # normalised float, weakly augmented
     labels: torch.Tensor
-    weak_images: torch.Tensor | None  # unlabeled batch, weakly augmented (None for supervised-only)
-    strong_images: torch.Tensor | None  # the same images, strongly augmented
+    unlabeled_views: tuple[torch.Tensor, ...]  # the unlabeled batch as UNLABELED_VIEWS[algorithm] (empty: none)
     unlabeled_true_labels: torch.Tensor | None  # hidden from training; only for pseudo-label accuracy
+
+    @property
+    def weak_images(self) -> torch.Tensor | None:
+        return self.unlabeled_views[0] if self.unlabeled_views else None
+
+    @property
+    def strong_images(self) -> torch.Tensor | None:  # FixMatch's second view
+        return self.unlabeled_views[1] if len(self.unlabeled_views) > 1 else None
 
 
 class TrainingBatches:
@@ -49,16 +67,16 @@ class TrainingBatches:
                               generator=self.generator, device=self.device)
         labeled = self.labeled_indices[picks]
         labeled_images = self._augment(self._gather(labeled), strong=False)
-        if config.unlabeled_batch_size == 0:
-            return Batch(labeled_images, self.train_labels[labeled], None, None, None)
+        views = UNLABELED_VIEWS[config.algorithm]
+        if not views:
+            return Batch(labeled_images, self.train_labels[labeled], (), None)
         unlabeled = torch.randint(len(self.train_images), (config.unlabeled_batch_size,),
                                   generator=self.generator, device=self.device)
-        unlabeled_images = self._gather(unlabeled)  # once, for both views
+        unlabeled_images = self._gather(unlabeled)  # once, for every view
         return Batch(
             labeled_images,
             self.train_labels[labeled],
-            self._augment(unlabeled_images, strong=False),
-            self._augment(unlabeled_images, strong=True),
+            tuple(self._augment(unlabeled_images, strong=view == "strong") for view in views),
             self.train_labels[unlabeled],
         )
 

@@ -15,22 +15,33 @@ and linear weights only; the model evaluated is an exponential moving average of
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from implementations.own.step_loss import StepLoss
 
-@dataclass
-class FixMatchLoss:
-    total: torch.Tensor
-    supervised: torch.Tensor
-    unsupervised: torch.Tensor
-    mask: torch.Tensor  # 1.0 where the weak prediction is confident enough to be a pseudo-label
-    pseudo_labels: torch.Tensor
-    logits: torch.Tensor | None = None  # of [weak(x); weak(u); strong(u)], as the model gave them
+# How FixMatch differs from the other methods (the report's "How the methods differ" table).
+TRAITS = {
+    "target for an unlabeled image": "the argmax of the prediction on its weak view (a hard pseudo-label)",
+    "views of an unlabeled image": "weak (target) and strong (trained)",
+    "which targets count": "those predicted with confidence ≥ τ",
+    "unlabeled loss": "cross-entropy",
+    "mixing": "none",
+    "weight of the unlabeled loss": "λ, constant",
+    "state beyond the weights": "none",
+}
+SUPERVISED_TRAITS = {
+    "target for an unlabeled image": "none: unlabeled images are not used",
+    "views of an unlabeled image": "none",
+    "which targets count": "–",
+    "unlabeled loss": "none",
+    "mixing": "none",
+    "weight of the unlabeled loss": "–",
+    "state beyond the weights": "none",
+}
 
 
 def fixmatch_loss(
@@ -40,7 +51,7 @@ def fixmatch_loss(
     strong_logits: torch.Tensor,
     threshold: float,
     unsupervised_weight: float,
-) -> FixMatchLoss:
+) -> StepLoss:
     supervised = F.cross_entropy(labeled_logits.float(), labels)
 
     weak_probabilities = torch.softmax(weak_logits.detach().float(), dim=-1)
@@ -50,7 +61,7 @@ def fixmatch_loss(
     unsupervised = (F.cross_entropy(strong_logits.float(), pseudo_labels, reduction="none") * mask).mean()
 
     total = supervised + unsupervised_weight * unsupervised
-    return FixMatchLoss(total, supervised, unsupervised, mask, pseudo_labels)
+    return StepLoss(total, supervised, unsupervised, mask, pseudo_labels)
 
 
 def fixmatch_step(
@@ -61,7 +72,7 @@ def fixmatch_step(
     strong_images: torch.Tensor,
     threshold: float,
     unsupervised_weight: float,
-) -> FixMatchLoss:
+) -> StepLoss:
     """The loss of one FixMatch iteration (backward and optimiser step are the caller's)."""
     logits = model(torch.cat([labeled_images, weak_images, strong_images]))
     labeled_logits, weak_logits, strong_logits = logits.split(
@@ -72,12 +83,12 @@ def fixmatch_step(
     return loss
 
 
-def supervised_step(model: nn.Module, labeled_images: torch.Tensor, labels: torch.Tensor) -> FixMatchLoss:
+def supervised_step(model: nn.Module, labeled_images: torch.Tensor, labels: torch.Tensor) -> StepLoss:
     """The supervised-only baseline (λ = 0, no unlabeled batch), reported in the same shape."""
     logits = model(labeled_images)
     supervised = F.cross_entropy(logits.float(), labels)
     empty = labels.new_zeros(0)
-    return FixMatchLoss(supervised, supervised, torch.zeros_like(supervised), empty.float(), empty, logits)
+    return StepLoss(supervised, supervised, torch.zeros_like(supervised), empty.float(), empty, logits)
 
 
 def build_optimizer(model: nn.Module, learning_rate: float, momentum: float, nesterov: bool,

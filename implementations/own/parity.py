@@ -1,4 +1,4 @@
-"""Own's side of `bench parity`: K steps of `FixMatchTraining` on fixed batches, every intermediate recorded.
+"""Own's side of `bench parity`: K steps of `OwnTraining` on fixed batches, every intermediate recorded.
 
 The batches are drawn and augmented once, by own's training batches (the config's recipe), and then used as
 fixed tensors by both implementations; augmentation randomness is not part of the check. The trace has the
@@ -15,7 +15,7 @@ import torch
 
 from implementations.interface import ImageData, TrainConfig
 from implementations.own.batches import Batch, TrainingBatches
-from implementations.own.trainer import FixMatchTraining, build_model
+from implementations.own.trainer import OwnTraining, build_model
 
 CPU = torch.device("cpu")
 
@@ -30,7 +30,7 @@ def threshold_between_confidences(config: TrainConfig, num_classes: int, batch: 
     confidences of the initial model (so no confidence lies near it): at the paper's 0.95 an untrained
     network keeps none, and the masked part of the loss would go unchecked."""
     torch.manual_seed(config.seed)
-    model = build_model(config, num_classes)  # the same initial weights FixMatchTraining will build
+    model = build_model(config, num_classes)  # the same initial weights OwnTraining will build
     with torch.no_grad():
         weak_logits = copy.deepcopy(model).train()(batch.weak_images.contiguous())
     confidences = torch.softmax(weak_logits, dim=-1).max(dim=-1).values.sort().values
@@ -43,7 +43,7 @@ def threshold_between_confidences(config: TrainConfig, num_classes: int, batch: 
 def trace(config: TrainConfig, num_classes: int, batches: list[Batch]) -> dict:
     """The initial weights (state_dict order) and, after each step, what parity compares."""
     torch.manual_seed(config.seed)
-    training = FixMatchTraining(config, num_classes, CPU)
+    training = OwnTraining(config, num_classes, CPU)
     model = training.model
     state = model.state_dict()
     recorded = {"state_names": list(state), "initialisation": [tensor.detach().clone() for tensor in state.values()],

@@ -1,6 +1,7 @@
-"""The training loop of the own implementation, in named stages: build (`FixMatchTraining`), restore
-(`Checkpoint`), step (`FixMatchTraining.step`), and the end-of-iteration bookkeeping (training signals,
-evaluation, checkpoints). The method itself is in fixmatch.py.
+"""The training loop of the own implementation, in named stages: build (`OwnTraining`), restore
+(`Checkpoint`), step (`OwnTraining.step`), and the end-of-iteration bookkeeping (training signals,
+evaluation, checkpoints). Each method is in its own file (fixmatch.py, pseudolabel.py, pimodel.py,
+meanteacher.py); this loop is the same for all.
 
 A checkpoint is written at every `checkpoint_interval` iterations, and also once `checkpoint_minutes` of
 training have passed since the last one, so that an interruption costs minutes. Each written checkpoint
@@ -33,13 +34,16 @@ from implementations.own.augment_batched import normalize
 from implementations.own.batches import Batch, TrainingBatches
 from implementations.own.evaluate import classification_metrics
 from implementations.own.fixmatch import (
-    FixMatchLoss,
     WeightEMA,
     build_optimizer,
     cosine_schedule,
     fixmatch_step,
     supervised_step,
 )
+from implementations.own.meanteacher import mean_teacher_step
+from implementations.own.pimodel import pi_model_step
+from implementations.own.pseudolabel import pseudo_label_step
+from implementations.own.step_loss import StepLoss, linear_rampup
 from implementations.own.wide_resnet import WideResNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -67,8 +71,9 @@ def build_model(config: TrainConfig, num_classes: int) -> WideResNet:
                       conv_bias=config.conv_bias, width_change_conv_input=config.width_change_conv_input)
 
 
-class FixMatchTraining:
-    """The model, optimiser, schedule, gradient scaler and EMA of one run, stepped one batch at a time."""
+class OwnTraining:
+    """The model, optimiser, schedule, gradient scaler and EMA of one run, stepped one batch at a time with the
+    configured method's loss (fixmatch.py, pseudolabel.py, pimodel.py, meanteacher.py)."""
 
     def __init__(self, config: TrainConfig, num_classes: int, device: torch.device):
         self.config = config
@@ -85,16 +90,12 @@ class FixMatchTraining:
         self.forward_model = torch.compile(self.model) if config.compile else self.model
         self.model.train()  # evaluation uses the EMA copy, so the trained model never leaves train mode
 
-    def step(self, batch: Batch) -> tuple[FixMatchLoss, float]:
+    def step(self, batch: Batch) -> tuple[StepLoss, float]:
         """One iteration: loss, backward, SGD step, schedule step, EMA update. Returns the loss (the gradients
         stay on the parameters until the next step) and the learning rate the step used."""
         device_type = batch.labeled_images.device.type
         with torch.autocast(device_type, dtype=self.autocast, enabled=self.autocast is not None):
-            if batch.weak_images is None:
-                loss = supervised_step(self.forward_model, batch.labeled_images, batch.labels)
-            else:
-                loss = fixmatch_step(self.forward_model, batch.labeled_images, batch.labels, batch.weak_images,
-                                     batch.strong_images, self.config.threshold, self.config.unsupervised_weight)
+            loss = self._loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss.total).backward()
         self.scaler.step(self.optimizer)
@@ -103,6 +104,25 @@ class FixMatchTraining:
         self.scheduler.step()
         self.ema.update(self.model)
         return loss, learning_rate
+
+    def _loss(self, batch: Batch) -> StepLoss:
+        """The configured method's loss of this batch (its file holds its equations)."""
+        config, model = self.config, self.forward_model
+        x, labels, views = batch.labeled_images, batch.labels, batch.unlabeled_views
+        # λ(t) for the methods that ramp it up; the schedule counts the iterations done, and resumes with them.
+        weight = linear_rampup(config.unsupervised_weight, self.scheduler.last_epoch, config.iterations,
+                               config.unsupervised_warmup)
+        if config.algorithm == "supervised":
+            return supervised_step(model, x, labels)
+        if config.algorithm == "fixmatch":
+            return fixmatch_step(model, x, labels, *views, config.threshold, config.unsupervised_weight)
+        if config.algorithm == "pseudolabel":
+            return pseudo_label_step(model, x, labels, *views, config.threshold, weight)
+        if config.algorithm == "pimodel":
+            return pi_model_step(model, x, labels, *views, weight)
+        if config.algorithm == "meanteacher":
+            return mean_teacher_step(model, self.ema.module, x, labels, *views, weight)
+        raise ValueError(f"own has no algorithm '{config.algorithm}'")
 
     def raise_if_weights_non_finite(self, iteration: int) -> None:
         """A finite loss can still leave NaN or infinite weights (a huge step); such weights are no checkpoint."""
@@ -156,7 +176,7 @@ class Checkpoint:
                 "in a new MLflow run.") from None
         return saved
 
-    def save(self, training: FixMatchTraining, batches: TrainingBatches, signals: TrainingSignals,
+    def save(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingSignals,
              progress: Progress) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_suffix(".tmp")
@@ -190,8 +210,8 @@ class TrainingSignals:
         self.data_wait_seconds = 0.0
         self.started = time.perf_counter()
 
-    def add(self, loss: FixMatchLoss, unlabeled_true_labels: torch.Tensor | None, iteration: int) -> None:
-        if unlabeled_true_labels is None:
+    def add(self, loss: StepLoss, unlabeled_true_labels: torch.Tensor | None, iteration: int) -> None:
+        if unlabeled_true_labels is None or loss.mask is None:  # no unlabeled batch, or a method without pseudo-labels
             kept = correct = torch.zeros((), device=self.sums.device)
         else:
             kept = loss.mask.sum()
@@ -277,7 +297,7 @@ def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
     step (which pays for allocations and kernel choices), batches and augmentation included."""
     device = torch.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
-    training = FixMatchTraining(config, data.num_classes, device)
+    training = OwnTraining(config, data.num_classes, device)
     batches = TrainingBatches(data, labeled_indices, config, device)
     training.step(batches.next())
     if device.type == "cuda":
@@ -289,7 +309,8 @@ def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
 
 
 class OwnFixMatch:
-    """FixMatch written from the paper; see fixmatch.py for the method."""
+    """The own implementation: FixMatch written from the paper (fixmatch.py), and the other methods beside it,
+    each in its own file, all in this one loop."""
 
     name = "own"
 
@@ -300,7 +321,7 @@ class OwnFixMatch:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        training = FixMatchTraining(config, run.data.num_classes, device)
+        training = OwnTraining(config, run.data.num_classes, device)
         batches = TrainingBatches(run.data, run.labeled_indices, config, device)
         signals = TrainingSignals(device)
         checkpoint = Checkpoint(run.work_dir)

@@ -95,7 +95,8 @@ def torchssl_hyperparameters(config: TrainConfig) -> dict[str, object]:
 def unsupported_reason(config: TrainConfig, num_labels: int, num_classes: int = 10) -> str | None:
     """Why TorchSSL cannot run this configuration faithfully, or None."""
     if config.algorithm != "fixmatch":
-        return f"TorchSSL's FixMatch has no '{config.algorithm}' mode; run that algorithm with --impl own only."
+        return (f"ssl-bench runs TorchSSL's FixMatch only so far, not its '{config.algorithm}'; run --algorithm "
+                f"{config.algorithm} with --impl own.")
     if not config.nesterov:
         return "TorchSSL's FixMatch always uses Nesterov momentum, so nesterov=False cannot run with --impl torchssl."
     if num_labels == num_classes == 10:
