@@ -1069,9 +1069,16 @@ def _submitted_runs(output_dir: Path, experiment: str, tracking_uri: str | None)
 
 
 def show_status(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:
-    """`bench status`: each submitted run's state in Slurm and in MLflow, and its last iteration."""
+    """`bench status`: each submitted run's state in Slurm and in MLflow, and its last iteration. A parent run whose
+    children have all ended is ended too (no runner stays to do it for jobs)."""
     rows = [("run", "Slurm job", "job state", "MLflow", "iteration", "top-1")]
-    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+    submitted = _submitted_runs(output_dir, experiment, tracking_uri)
+    parents = {run.data.tags.get("mlflow.parentRunId") for _, _, run in submitted if run is not None} - {None}
+    if parents:
+        client = tracking.resolve_store(output_dir, tracking_uri).client()
+        for parent in parents:
+            _end_parent(client, client.get_run(parent).info.experiment_id, parent)
+    for folder, record, run in submitted:
         progress = {}
         if record is not None:
             try:

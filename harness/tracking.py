@@ -3,16 +3,17 @@
 The layout (read back by harness/report):
 - one experiment (default "cifar10-fixmatch"); embedded store `sqlite:///<output_dir>/mlflow.db`
   with artifacts under `<output_dir>/artifacts`; `MLFLOW_TRACKING_URI` or `--tracking-uri` overrides;
-- one PARENT run per (label count, preset): name "labels=40 · smoke", tags `ssl_bench.role=parent`,
-  `labels`, `preset`;
-- one CHILD run per (impl, labels, seed) under its parent: name "fixmatch/own/40/s0", tags
-  `ssl_bench.role=child`, `impl`, `labels`, `seed`, `split_digest`, `preset`, `run_key`, `data_identity`,
+- one PARENT run per (algorithm, label count, preset): name "fixmatch · labels=40 · smoke", tags
+  `ssl_bench.role=parent`, `algorithm`, `labels`, `preset`;
+- one CHILD run per (algorithm, impl, labels, seed) under its parent: name "fixmatch/own/40/s0", tags
+  `ssl_bench.role=child`, `impl`, `algorithm`, `labels`, `seed`, `split_digest`, `preset`, `run_key`, `data_identity`,
   `data_official`, `git_commit`, `git_dirty` (+ `torchssl_commit`, `torchssl_tree_clean`); params = the
   resolved TrainConfig fields the implementation reads + `labels` (a TorchSSL run adds `torchssl.*`, its
   arguments, and `torchssl_fixed.*`, its fixed choices); metrics under the interface.py names with step =
   iteration, sent when a checkpoint covers them (`MlflowMetricsSink`); artifacts
   `confusion_matrix/step_<iteration:08d>.json`, `confusion_matrix/final.png`, `split/labeled_indices.npy`,
-  `split/split.json`, `environment.json`; the split as a dataset input whose digest is the split digest.
+  `split/split.json`, `environment.json`, `method.json` (the method sheet); the split as a dataset input whose
+  digest is the split digest.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ TITLES = {
 }
 
 OWN_FILES = (
-    "implementations/own/fixmatch.py (optimiser, schedule, EMA; FixMatch's and the supervised loss)",
+    "implementations/own/fixmatch.py (optimiser, schedule, EMA, FixMatch's and the supervised loss)",
     "implementations/own/augment.py, implementations/own/augment_batched.py (weak and strong augmentation)",
     "implementations/own/wide_resnet.py (network)",
     "implementations/own/trainer.py (loop, evaluation, checkpoints)",

@@ -178,6 +178,9 @@ def test_a_grid_of_local_jobs_is_requeued_at_its_time_limit_and_finishes_each_ru
         assert f"Requeued job {job_id}" in job_log, job_log
     finished = bench(*command)
     assert "0 job(s) submitted" in finished.stdout and finished.stdout.count("FINISHED (earlier)") == 2
+    assert bench("status", "--output-dir", str(output_dir)).stdout.count("FINISHED") == 2
+    (parent,) = {run.data.tags["mlflow.parentRunId"] for run in runs}
+    assert client.get_run(parent).info.status == "FINISHED"  # ended by `bench status`: no runner waits for jobs
 
 
 @pytest.mark.slow

@@ -57,13 +57,24 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     performance) and the casts only add work.
     """
     if precision == "auto":
-        cpu_has_bf16_matrix_units = device.type == "cpu" and torch.cpu.get_capabilities().get("amx_bf16", False)
-        precision = "bf16" if device.type == "cuda" or cpu_has_bf16_matrix_units else "fp32"
+        precision = "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matrix_units()) else "fp32"
     if precision == "fp32":
         return None
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """Whether this CPU has AMX bf16 units: from torch where it can tell (torch.cpu.get_capabilities, newer than
+    2.9), else from the CPU flags Linux lists."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None:
+        return bool(capabilities().get("amx_bf16", False))
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
 
 
 def build_model(config: TrainConfig, num_classes: int) -> WideResNet:
