@@ -759,12 +759,9 @@ class _Scheduler:
             if active.process is not None:
                 continue
             self._show_attached_progress(active)
-            folder = run_folder(self.plan.output_dir, self.plan.options.experiment, key)
-            probe = hold_run_lock(folder)
-            if probe is None:
+            if _worker_holds(run_folder(self.plan.output_dir, self.plan.options.experiment, key)):
                 continue
-            probe.close()  # the worker is gone
-            del self.active[key]
+            del self.active[key]  # the worker is gone
             self._record_end(active, self._ended_outcome(active, None))
 
     def _on_exit(self, active: _Active, return_code: int) -> None:
@@ -1071,14 +1068,24 @@ def _submitted_runs(output_dir: Path, experiment: str, tracking_uri: str | None)
 def show_status(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:
     """`bench status`: each submitted run's state in Slurm and in MLflow, and its last iteration. A parent run whose
     children have all ended is ended too (no runner stays to do it for jobs)."""
+    from harness import slurm
+
+    client = tracking.resolve_store(output_dir, tracking_uri).client()
+    submitted = []
+    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+        state = record.state() if record is not None else "?"
+        if run is not None and run.info.status in ("RUNNING", "SCHEDULED") and state not in slurm.LIVE_STATES \
+                and not _worker_holds(folder):  # the job is over and no worker holds the run: it was killed
+            tracking.end_run_with_error(
+                client, run.info.run_id, "KILLED",
+                f"its Slurm job {record.job_id} ended ({state}) without ending the run; the same `bench run "
+                "--executor slurm` submits it again, and it resumes from its last checkpoint")
+            run = client.get_run(run.info.run_id)
+        submitted.append((folder, record, run, state))
+    for parent in {run.data.tags.get("mlflow.parentRunId") for _, _, run, _ in submitted if run is not None} - {None}:
+        _end_parent(client, client.get_run(parent).info.experiment_id, parent)
     rows = [("run", "Slurm job", "job state", "MLflow", "iteration", "top-1")]
-    submitted = _submitted_runs(output_dir, experiment, tracking_uri)
-    parents = {run.data.tags.get("mlflow.parentRunId") for _, _, run in submitted if run is not None} - {None}
-    if parents:
-        client = tracking.resolve_store(output_dir, tracking_uri).client()
-        for parent in parents:
-            _end_parent(client, client.get_run(parent).info.experiment_id, parent)
-    for folder, record, run in submitted:
+    for folder, record, run, state in submitted:
         progress = {}
         if record is not None:
             try:
@@ -1087,10 +1094,18 @@ def show_status(output_dir: Path, experiment: str, tracking_uri: str | None) -> 
                 pass
         top1 = run.data.metrics.get(EVAL_TOP1) if run is not None else None
         rows.append((run.info.run_name if run is not None else folder.name, record.job_id if record else "?",
-                     record.state() if record else "?", run.info.status if run is not None else "not in MLflow",
+                     state, run.info.status if run is not None else "not in MLflow",
                      f"{progress.get('iteration', 0)}/{progress.get('total', '?')}", _percent(top1)))
     _print_rows(rows)
     return 0
+
+
+def _worker_holds(run_folder_path: Path) -> bool:
+    probe = hold_run_lock(run_folder_path)
+    if probe is None:
+        return True
+    probe.close()
+    return False
 
 
 def cancel_jobs(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:

@@ -202,4 +202,15 @@ def test_bench_cancel_stops_the_jobs_and_the_same_command_submits_them_again(tmp
     assert new_job != job_id
     (run,) = children(output_dir)[0]
     assert run.info.run_id in again.stdout  # the same MLflow run goes on
-    bench("cancel", "--output-dir", str(output_dir))
+
+    # A job killed outright (the node lost, SIGKILL) cannot end its run: `bench status` finds it and ends it.
+    wait_until(lambda: children(output_dir)[0][0].info.status == "RUNNING", 120, "the resubmitted run")
+    job = psutil.Process(int(new_job))
+    for process in [job, *job.children(recursive=True)]:
+        process.kill()
+    psutil.wait_procs([job], timeout=30)
+    status = bench("status", "--output-dir", str(output_dir))
+    assert status.returncode == 0 and "KILLED" in status.stdout, status.stdout + status.stderr
+    (run,), client = children(output_dir)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.ERROR_TAG].startswith(f"its Slurm job {new_job} ended (ENDED) without ending the run")
