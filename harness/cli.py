@@ -12,6 +12,19 @@ def main() -> None:
     """ssl-bench: own FixMatch beside TorchSSL's, same splits, tracked in MLflow."""
 
 
+def _store_options(output_dir_help: str):
+    """--experiment, --tracking-uri and --output-dir, as `bench run` names the store (and `status`, `cancel`)."""
+    def decorate(command):
+        command = click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"),
+                               show_default=True, help=output_dir_help)(command)
+        command = click.option("--tracking-uri", default=None, metavar="URI",
+                               help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under "
+                                    "--output-dir).")(command)
+        return click.option("--experiment", default="cifar10-fixmatch", show_default=True,
+                            help="MLflow experiment name.")(command)
+    return decorate
+
+
 # --- bench run / bench worker / bench ui: owned by harness/runner.py, harness/worker.py, harness/ui.py
 @main.command("run", short_help="Run the grid algorithm × impl × labels × seeds, tracked in MLflow; resumable.")
 @click.option("--labels", required=True, metavar="N[,N...]",
@@ -34,11 +47,7 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
               help="Folder holding cifar-10-batches-py (or that folder itself).")
 @click.option("--download", is_flag=True, help="Download CIFAR-10 into --data-dir when it is missing.")
-@click.option("--experiment", default="cifar10-fixmatch", show_default=True, help="MLflow experiment name.")
-@click.option("--tracking-uri", default=None, metavar="URI",
-              help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output-dir).")
-@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
-              help="MLflow store (embedded), splits, checkpoints and logs.")
+@_store_options(output_dir_help="MLflow store (embedded), splits, checkpoints and logs.")
 @click.option("--max-parallel", type=int, default=None,
               help="Runs at once (default: one per GPU when several are present, else 1).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None,
@@ -91,17 +100,8 @@ def run_command(slurm_config, partition, account, time_minutes, gpus_per_job, cp
     raise SystemExit(run_grid(GridOptions(**options)))
 
 
-def _grid_store_options(command):
-    command = click.option("--experiment", default="cifar10-fixmatch", show_default=True,
-                           help="MLflow experiment name.")(command)
-    command = click.option("--tracking-uri", default=None, metavar="URI",
-                           help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output-dir).")(command)
-    return click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
-                        help="The --output-dir of `bench run`.")(command)
-
-
 @main.command("status", short_help="Show each run submitted to Slurm: its job's state, MLflow status, iteration.")
-@_grid_store_options
+@_store_options(output_dir_help="The --output-dir of `bench run`.")
 def status_command(output_dir: Path, tracking_uri: str | None, experiment: str) -> None:
     """Show each run submitted with `bench run --executor slurm`: Slurm job and state, MLflow status, progress."""
     from harness.runner import show_status
@@ -110,7 +110,7 @@ def status_command(output_dir: Path, tracking_uri: str | None, experiment: str) 
 
 
 @main.command("cancel", short_help="Cancel the queued and running Slurm jobs of the submitted runs.")
-@_grid_store_options
+@_store_options(output_dir_help="The --output-dir of `bench run`.")
 def cancel_command(output_dir: Path, tracking_uri: str | None, experiment: str) -> None:
     """Cancel the queued and running Slurm jobs of the runs submitted with `bench run --executor slurm`; each run
     keeps its checkpoint, and the same `bench run` submits it again."""
