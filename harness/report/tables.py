@@ -39,21 +39,21 @@ FIXMATCH_PAPER = Anchor(
     {40: (86.19, 3.37), 250: (94.93, 0.65), 4000: (95.74, 0.05)},
     statistic="top1_median_last20",
 )
-TORCHSSL_README = Anchor(
-    "TorchSSL README",
-    "best checkpoint, 3 seeds",
-    {40: (92.53, 0.28), 250: (95.14, 0.05), 4000: (95.79, 0.08)},
-)
-# Every algorithm's published CIFAR-10 numbers (TorchSSL's README at the pinned commit, its table of accuracies);
-# its FullySupervised row trains on all 50,000 labels, so our supervised baseline (the labeled split only) has none.
+
+
+def _torchssl_readme(top1: dict[int, tuple[float, float]]) -> Anchor:
+    """An algorithm's row of TorchSSL's README at the pinned commit (its table of CIFAR-10 accuracies)."""
+    return Anchor("TorchSSL README", "best checkpoint, 3 seeds", top1)
+
+
+TORCHSSL_README = _torchssl_readme({40: (92.53, 0.28), 250: (95.14, 0.05), 4000: (95.79, 0.08)})
+# Every algorithm's published CIFAR-10 numbers. TorchSSL's FullySupervised row trains on all 50,000 labels, so our
+# supervised baseline (the labeled split only) has none.
 PUBLISHED: dict[str, tuple[Anchor, ...]] = {
     "fixmatch": (FIXMATCH_PAPER, TORCHSSL_README),
-    "pseudolabel": (Anchor("TorchSSL README", "best checkpoint, 3 seeds",
-                           {40: (25.39, 0.26), 250: (53.51, 2.2), 4000: (84.92, 0.19)}),),
-    "pimodel": (Anchor("TorchSSL README", "best checkpoint, 3 seeds",
-                       {40: (25.66, 1.76), 250: (53.76, 1.29), 4000: (86.87, 0.59)}),),
-    "meanteacher": (Anchor("TorchSSL README", "best checkpoint, 3 seeds",
-                           {40: (29.91, 1.6), 250: (62.54, 3.3), 4000: (91.9, 0.21)}),),
+    "pseudolabel": (_torchssl_readme({40: (25.39, 0.26), 250: (53.51, 2.2), 4000: (84.92, 0.19)}),),
+    "pimodel": (_torchssl_readme({40: (25.66, 1.76), 250: (53.76, 1.29), 4000: (86.87, 0.59)}),),
+    "meanteacher": (_torchssl_readme({40: (29.91, 1.6), 250: (62.54, 3.3), 4000: (91.9, 0.21)}),),
 }
 
 
@@ -77,6 +77,10 @@ class Section:
     runs: pd.DataFrame  # rows of ReportData.runs
     summaries: pd.DataFrame  # rows of run_summaries(), same runs
     set_aside: pd.DataFrame = field(default_factory=pd.DataFrame)  # older finished runs of the same seed
+
+    @property
+    def algorithm(self) -> str:
+        return self.protocol.get("algorithm", "fixmatch")  # runs recorded before other algorithms: FixMatch
 
 
 def impl_order(impls) -> list[str]:
@@ -255,13 +259,13 @@ TOP1_MEDIAN = f"top-1 %, median over the final window of {MEDIAN_WINDOW} evaluat
 def methods_table(report_sections: list[Section]) -> Table | None:
     """Every algorithm × implementation × labels of the report in one table, beside TorchSSL's published number of
     that algorithm; None when the report holds one algorithm only."""
-    algorithms = {section.protocol.get("algorithm", "fixmatch") for section in report_sections}
+    algorithms = {section.algorithm for section in report_sections}
     if len(algorithms) < 2:
         return None
     rows = []
-    for section in sorted(report_sections, key=lambda section: section.protocol.get("algorithm", "fixmatch")):
-        algorithm = section.protocol.get("algorithm", "fixmatch")
-        published = {anchor.source: anchor for anchor in PUBLISHED.get(algorithm, ())}.get("TorchSSL README")
+    for section in sorted(report_sections, key=lambda section: section.algorithm):
+        algorithm = section.algorithm
+        published = {anchor.source: anchor for anchor in PUBLISHED.get(algorithm, ())}.get(TORCHSSL_README.source)
         for impl, labels, group in _groups(section.summaries):
             marks = _marks(group)
             reference = published.top1.get(labels) if published else None
@@ -290,7 +294,7 @@ def method_differences_table(report_sections: list[Section], data: ReportData) -
         for run_id in section.runs["run_id"]:
             sheet = data.method_sheets.get(run_id, {})
             if sheet.get("traits"):
-                traits_by_algorithm.setdefault(section.protocol.get("algorithm", "fixmatch"), sheet["traits"])
+                traits_by_algorithm.setdefault(section.algorithm, sheet["traits"])
     if len(traits_by_algorithm) < 2:
         return None
     aspects = list(dict.fromkeys(aspect for traits in traits_by_algorithm.values() for aspect in traits))
@@ -471,7 +475,7 @@ def _paired_interval(differences: np.ndarray, unpaired_split: int) -> str:
 
 def published_table(section: Section) -> Table | None:
     """Our numbers beside the published anchors of the section's algorithm, each in the anchor's own protocol."""
-    anchors = PUBLISHED.get(section.protocol.get("algorithm", "fixmatch"), ())
+    anchors = PUBLISHED.get(section.algorithm, ())
     if not anchors:
         return None
     summaries = section.summaries
