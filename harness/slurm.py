@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import psutil
 import submitit
 
 from harness.worker import EXIT_FAILED, EXIT_FINISHED
@@ -176,14 +177,11 @@ class JobRecord:
 
     def state(self) -> str:
         """Slurm's state of the job (sacct), or for a local job RUNNING while its controller lives."""
-        if self.cluster == "local":
+        if self.cluster == "local":  # the job id is its controller's pid
             try:
-                os.kill(int(self.job_id), 0)
-            except (ProcessLookupError, ValueError):
+                return "ENDED" if psutil.Process(int(self.job_id)).status() == psutil.STATUS_ZOMBIE else "RUNNING"
+            except psutil.NoSuchProcess:
                 return "ENDED"
-            except PermissionError:
-                pass
-            return "RUNNING" if _process_state(int(self.job_id)) not in ("Z", "X") else "ENDED"
         return submitit.SlurmJob(self.folder, self.job_id).state
 
     def cancel(self) -> None:
@@ -194,13 +192,6 @@ class JobRecord:
                 pass
             return
         submitit.SlurmJob(self.folder, self.job_id).cancel(check=False)
-
-
-def _process_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "X"
 
 
 def submit(options: SlurmOptions, folder: Path, specs: list[Path], job_name: str) -> list[submitit.Job]:

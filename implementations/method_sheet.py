@@ -58,8 +58,8 @@ def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
     else:
         evaluation = f"every {config.eval_interval:,} iterations and at the end"
         files = OWN_FILES
-    if impl != "torchssl" and config.algorithm not in ("fixmatch", "supervised"):
-        files = (f"implementations/own/{config.algorithm}.py (the loss)", *files)
+        if config.algorithm not in ("fixmatch", "supervised"):  # those two are in fixmatch.py
+            files = (f"implementations/own/{config.algorithm}.py (the loss)", *files)
     uses_strong = config.algorithm == "fixmatch"
     aspects = [
         ("loss", _loss(config)),

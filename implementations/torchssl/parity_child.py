@@ -10,7 +10,8 @@ batches own trains on, and a small fixed evaluation batch.
 Recorded at every iteration, as TorchSSL's code computes them: the logits and the supervised loss (its
 `ce_loss`), the unsupervised loss, mask and pseudo-labels (its `consistency_loss`), the total loss it
 backpropagates, the learning rate of the step, and, when its `EMA.update` ends the iteration, every
-parameter's gradient and value, the EMA parameters and the batch-norm buffers. Written with torch.save to the spec's `output`.
+parameter's gradient and value, the EMA parameters and the batch-norm buffers. Written with torch.save to
+the spec's `output`.
 """
 
 import sys
@@ -48,7 +49,7 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
     original_train = fixmatch_class.train
 
     @functools.wraps(original_train)
-    def train(self, args, logger=None):
+    def train(self, *args, **kwargs):
         recorder.fixmatch = self
         state = self.model.state_dict()
         recorder.state_names = list(state)
@@ -67,7 +68,7 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
             "train_ulb": [(None, step["weak_images"], step["strong_images"]) for step in steps],
             "eval": [(None, inputs["eval_images"], inputs["eval_labels"])],
         }
-        return original_train(self, args, logger=logger)
+        return original_train(self, *args, **kwargs)
 
     fixmatch_class.train = train
 
@@ -84,11 +85,11 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
     original_consistency_loss = fixmatch_model.consistency_loss
 
     @functools.wraps(original_consistency_loss)
-    def consistency_loss(logits_s, logits_w, *args, **kwargs):
-        result = original_consistency_loss(logits_s, logits_w, *args, **kwargs)
-        unsupervised_loss, _mask_mean, select, pseudo_labels = result
-        recorder.current.update(weak_logits=_clone(logits_w), strong_logits=_clone(logits_s),
-                                unsupervised_loss=_clone(unsupervised_loss), mask=select.detach().float(),
+    def consistency_loss(strong_logits, weak_logits, *args, **kwargs):
+        result = original_consistency_loss(strong_logits, weak_logits, *args, **kwargs)
+        unsupervised_loss, _mask_mean, kept, pseudo_labels = result
+        recorder.current.update(weak_logits=_clone(weak_logits), strong_logits=_clone(strong_logits),
+                                unsupervised_loss=_clone(unsupervised_loss), mask=kept.detach().float(),
                                 pseudo_labels=_clone(pseudo_labels),
                                 learning_rate=recorder.fixmatch.optimizer.param_groups[0]["lr"])  # before the step
         return result
