@@ -34,7 +34,7 @@ from harness import tracking
 from harness.presets import PRESETS, resolve_preset
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, WORKER_FILE,
                             RunSpec, hold_run_lock, write_worker_file)
-from implementations import IMPLEMENTATIONS, configure, fields_used
+from implementations import IMPLEMENTATIONS, configure, fields_used, unsupported_reason
 from implementations.interface import ALGORITHMS, EVAL_TOP1, ImageData, TrainConfig, for_algorithm
 
 SPLITS_FOLDER = "splits"
@@ -214,14 +214,11 @@ def plan_grid(options: GridOptions) -> GridPlan:
             split = splits[labels, seed]  # the same for every algorithm and implementation
             for algorithm in algorithms:
                 config = for_algorithm(preset_config, algorithm)
-                if "torchssl" in impls:
-                    from implementations.torchssl.adapter import unsupported_reason
-
-                    reason = unsupported_reason(config, labels, data.num_classes)
-                    if reason:
-                        raise click.UsageError(reason)
                 for impl in impls:
                     impl_config = configure(impl, config)
+                    reason = unsupported_reason(impl, impl_config, labels, data.num_classes)
+                    if reason:
+                        raise click.UsageError(reason)
                     runs.append(PlannedRun(impl, labels, seed, impl_config, split,
                                            run_key(impl, labels, seed, impl_config, split.digest)))
     if "torchssl" in impls:

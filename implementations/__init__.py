@@ -46,6 +46,17 @@ def fields_used(name: str, algorithm: str) -> frozenset[str]:
     return fields_of_algorithm(algorithm)
 
 
+def unsupported_reason(name: str, config: TrainConfig, num_labels: int, num_classes: int) -> str | None:
+    """Why implementation `name` cannot run this configuration (e.g. an algorithm it does not have), or None."""
+    if name == "torchssl":
+        from implementations.torchssl.adapter import unsupported_reason as torchssl_reason
+
+        return torchssl_reason(config, num_labels, num_classes)
+    from implementations.own.methods import unsupported_reason as own_reason
+
+    return own_reason(config)
+
+
 def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
     """An estimate of one training iteration's seconds on the config's device, for warning before a grid that
     would take days: own's step, measured here (TorchSSL's step is slower, so for it this is a lower bound)."""

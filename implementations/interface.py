@@ -31,6 +31,10 @@ TRAIN_UNSUPERVISED_LOSS = "train/unsupervised_loss"
 TRAIN_TOTAL_LOSS = "train/total_loss"
 TRAIN_MASK_RATE = "train/mask_rate_above_threshold"  # fraction of unlabeled images kept
 TRAIN_PSEUDO_LABEL_ACCURACY = "train/pseudo_label_accuracy"  # of kept pseudo-labels vs hidden truth
+# Threshold methods, per class c of the pseudo-label: the threshold in force, and the fraction of the images
+# pseudo-labelled c that were kept.
+TRAIN_CLASS_THRESHOLD_PREFIX = "train/class_threshold/"  # + class name
+TRAIN_CLASS_MASK_RATE_PREFIX = "train/class_mask_rate/"  # + class name
 TRAIN_LR = "train/lr"
 TRAIN_ITERATIONS_PER_SECOND = "train/iterations_per_second"
 TRAIN_DATA_WAIT_SECONDS = "train/data_wait_seconds_per_iteration"
@@ -67,19 +71,21 @@ def training_signal_metrics(
 @dataclass(frozen=True)
 class TrainConfig:
     """Every hyper-parameter of a run, resolved once and logged whole. Defaults are FixMatch's paper's; each
-    other algorithm starts from its own defaults (ALGORITHM_DEFAULTS)."""
+    other algorithm starts from its own defaults (ALGORITHMS[name].defaults)."""
 
     preset: str = "paper"
-    # supervised: the labeled split only; the others use the unlabeled images too (implementations/own/<name>.py)
-    algorithm: Literal["fixmatch", "supervised", "pseudolabel", "pimodel", "meanteacher"] = "fixmatch"
+    algorithm: str = "fixmatch"  # a name of ALGORITHMS: supervised trains on the labeled split only
     iterations: int = 2**20
     labeled_batch_size: int = 64  # B
     unlabeled_ratio: int = 7  # μ: unlabeled batch = μ·B
     threshold: float = 0.95  # τ
     unsupervised_weight: float = 1.0  # λ
     # λ grows linearly from 0 to its value over this fraction of the iterations (Pseudo-Label, Π-model, Mean
-    # Teacher; TorchSSL's unsup_warmup_pos); FixMatch uses no ramp-up.
+    # Teacher, MixMatch, VAT; TorchSSL's unsup_warmup_pos, unsup_warm_up, ramp_up); FixMatch uses no ramp-up.
     unsupervised_warmup: float = 0.4
+    sharpen_temperature: float = 0.5  # T: MixMatch's sharpening, UDA's softened target (TorchSSL's T)
+    mixup_alpha: float = 0.5  # α of MixMatch's Beta(α, α) MixUp
+    threshold_warmup: bool = True  # FlexMatch: unused images count as a class of their own while most are unused
     learning_rate: float = 0.03
     momentum: float = 0.9
     nesterov: bool = True
@@ -119,7 +125,7 @@ class TrainConfig:
 
     @property
     def unlabeled_batch_size(self) -> int:
-        return 0 if self.algorithm == "supervised" else self.unlabeled_ratio * self.labeled_batch_size
+        return self.unlabeled_ratio * self.labeled_batch_size if ALGORITHMS[self.algorithm].unlabeled else 0
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -128,35 +134,71 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-ALGORITHMS = ("fixmatch", "supervised", "pseudolabel", "pimodel", "meanteacher")
-# Each algorithm's hyper-parameters where they are not FixMatch's: TorchSSL's CIFAR-10 configs at the pinned
-# commit (config/<algorithm>/<algorithm>_cifar10_*_0.yaml and its fixmatch-style arguments): μ = 1, and the
-# weight λ and its linear ramp-up over the first 40 % of training.
-ALGORITHM_DEFAULTS: dict[str, dict[str, object]] = {
-    "fixmatch": {},
-    "supervised": {},
-    "pseudolabel": {"unlabeled_ratio": 1, "unsupervised_weight": 1.0, "threshold": 0.95, "unsupervised_warmup": 0.4},
-    "pimodel": {"unlabeled_ratio": 1, "unsupervised_weight": 10.0, "unsupervised_warmup": 0.4},
-    "meanteacher": {"unlabeled_ratio": 1, "unsupervised_weight": 50.0, "unsupervised_warmup": 0.4},
-}
-# The fields only some algorithms read: a run of another algorithm is not identified or recorded by them.
-ALGORITHM_FIELDS: dict[str, frozenset[str]] = {
-    "threshold": frozenset({"fixmatch", "pseudolabel"}),
-    "unsupervised_warmup": frozenset({"pseudolabel", "pimodel", "meanteacher"}),
-    "unlabeled_ratio": frozenset(ALGORITHMS) - {"supervised"},
-    "unsupervised_weight": frozenset(ALGORITHMS) - {"supervised"},
-}
+@dataclass(frozen=True)
+class Algorithm:
+    """What the harness knows of a semi-supervised method; how each implementation runs it is its own business
+    (implementations/own/<name>.py, implementations/torchssl/algorithms.py)."""
+
+    name: str  # as TorchSSL names its script
+    title: str  # the paper
+    # TrainConfig fields where the method's defaults differ from FixMatch's: TorchSSL's CIFAR-10 config at the
+    # pinned commit (config/<name>/<name>_cifar10_*_0.yaml, else its script's argument defaults).
+    defaults: Mapping[str, object] = field(default_factory=dict)
+    reads: frozenset[str] = frozenset()  # the fields of METHOD_FIELDS it reads
+    unlabeled: bool = True  # False: it trains on the labeled split only
+
+
+# Fields only some methods read: a run of another method is neither identified nor recorded by them.
+METHOD_FIELDS = frozenset({"threshold", "unsupervised_weight", "unsupervised_warmup", "unlabeled_ratio",
+                           "sharpen_temperature", "mixup_alpha", "threshold_warmup"})
+_UNLABELED = frozenset({"unlabeled_ratio", "unsupervised_weight"})
+
+ALGORITHMS: dict[str, Algorithm] = {algorithm.name: algorithm for algorithm in (
+    Algorithm("fixmatch", "FixMatch (Sohn et al., NeurIPS 2020, arXiv:2001.07685), Algorithm 1",
+              reads=_UNLABELED | {"threshold"}),
+    Algorithm("supervised", "Supervised baseline: the labeled split only (TorchSSL's fullysupervised)",
+              unlabeled=False),
+    Algorithm("pseudolabel", "Pseudo-Label (Lee, ICML 2013 workshop), with a confidence threshold as in TorchSSL",
+              {"unlabeled_ratio": 1, "unsupervised_weight": 1.0, "threshold": 0.95, "unsupervised_warmup": 0.4},
+              _UNLABELED | {"threshold", "unsupervised_warmup"}),
+    Algorithm("pimodel", "Π-model (Laine & Aila, ICLR 2017, Section 2.1)",
+              {"unlabeled_ratio": 1, "unsupervised_weight": 10.0, "unsupervised_warmup": 0.4},
+              _UNLABELED | {"unsupervised_warmup"}),
+    Algorithm("meanteacher", "Mean Teacher (Tarvainen & Valpola, NeurIPS 2017)",
+              {"unlabeled_ratio": 1, "unsupervised_weight": 50.0, "unsupervised_warmup": 0.4},
+              _UNLABELED | {"unsupervised_warmup"}),
+    Algorithm("mixmatch", "MixMatch (Berthelot et al., NeurIPS 2019, arXiv:1905.02249), Algorithm 1",
+              {"unlabeled_ratio": 1, "unsupervised_weight": 100.0, "unsupervised_warmup": 0.4,
+               "sharpen_temperature": 0.5, "mixup_alpha": 0.5},
+              _UNLABELED | {"unsupervised_warmup", "sharpen_temperature", "mixup_alpha"}),
+    Algorithm("uda", "UDA (Xie et al., NeurIPS 2020, arXiv:1904.12848), as in its CIFAR-10 code",
+              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0, "threshold": 0.8, "sharpen_temperature": 0.4},
+              _UNLABELED | {"threshold", "sharpen_temperature"}),
+    Algorithm("flexmatch", "FlexMatch (Zhang et al., NeurIPS 2021, arXiv:2110.08263), Curriculum Pseudo Labeling",
+              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0, "threshold": 0.95, "threshold_warmup": True},
+              _UNLABELED | {"threshold", "threshold_warmup"}),
+    Algorithm("remixmatch", "ReMixMatch (Berthelot et al., ICLR 2020, arXiv:1911.09785)",
+              {"unlabeled_ratio": 1, "sharpen_temperature": 0.5, "mixup_alpha": 0.75},
+              frozenset({"unlabeled_ratio", "sharpen_temperature", "mixup_alpha"})),
+    Algorithm("vat", "VAT (Miyato et al., TPAMI 2018, arXiv:1704.03976), with entropy minimisation",
+              {"unlabeled_ratio": 1, "unsupervised_weight": 0.3, "unsupervised_warmup": 0.4},
+              _UNLABELED | {"unsupervised_warmup"}),
+    Algorithm("freematch", "FreeMatch (Wang et al., ICLR 2023, arXiv:2205.07246), self-adaptive thresholds",
+              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0}, _UNLABELED),
+    Algorithm("softmatch", "SoftMatch (Chen et al., ICLR 2023, arXiv:2301.10921), soft weights of confidence",
+              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0}, _UNLABELED),
+)}
 
 
 def for_algorithm(config: TrainConfig, algorithm: str) -> TrainConfig:
     """The config with the algorithm's own defaults where it differs from FixMatch's."""
-    return config.replace(algorithm=algorithm, **ALGORITHM_DEFAULTS[algorithm])
+    return config.replace(algorithm=algorithm, **ALGORITHMS[algorithm].defaults)
 
 
 def fields_of_algorithm(algorithm: str) -> frozenset[str]:
     """The TrainConfig fields a run of this algorithm reads."""
     return frozenset(name for name in TrainConfig().as_params()
-                     if name not in ALGORITHM_FIELDS or algorithm in ALGORITHM_FIELDS[name])
+                     if name not in METHOD_FIELDS or name in ALGORITHMS[algorithm].reads)
 
 
 @dataclass(frozen=True)

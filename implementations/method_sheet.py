@@ -12,16 +12,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass
 
-from implementations.interface import TrainConfig
+from implementations.interface import ALGORITHMS, TrainConfig
 from implementations.ledger import TORCHSSL_FIXED
 
-TITLES = {
-    "fixmatch": "FixMatch (Sohn et al., NeurIPS 2020, arXiv:2001.07685), Algorithm 1",
-    "supervised": "Supervised baseline: the labeled split only (FixMatch with λ = 0 and no unlabeled batch)",
-    "pseudolabel": "Pseudo-Label (Lee, ICML 2013 workshop), with a confidence threshold as in TorchSSL",
-    "pimodel": "Π-model (Laine & Aila, ICLR 2017, Section 2.1)",
-    "meanteacher": "Mean Teacher (Tarvainen & Valpola, NeurIPS 2017)",
-}
 
 OWN_FILES = (
     "implementations/own/fixmatch.py (optimiser, schedule, EMA, FixMatch's and the supervised loss)",
@@ -75,7 +68,7 @@ def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
          f"the evaluated model is an exponential moving average of the weights (decay {config.ema_decay:g}) with "
          f"the trained model's batch-norm statistics; evaluated on the test set in fp32 {evaluation}"),
     ]
-    return MethodSheet(TITLES[config.algorithm], tuple(aspects), traits(config.algorithm), files)
+    return MethodSheet(ALGORITHMS[config.algorithm].title, tuple(aspects), traits(config.algorithm), files)
 
 
 def traits(algorithm: str) -> dict[str, str]:

@@ -10,7 +10,8 @@ import torch
 from harness.data import load_cifar10
 from harness.splits import draw_split
 from implementations import interface as names
-from implementations.interface import ALGORITHMS, NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
+from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
+from implementations.own.methods import OWN_ALGORITHMS
 from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch, autocast_dtype
 from tests.fixtures_data import SUBSET_DIR
 
@@ -62,7 +63,7 @@ def final_weights(work_dir) -> dict[str, torch.Tensor]:
     return {**training["model"], **{"ema." + k: v for k, v in training["ema"].items()}}
 
 
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", OWN_ALGORITHMS)
 def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, algorithm):
     config = for_algorithm(TINY, algorithm)  # Mean Teacher's teacher (the EMA) and every λ ramp-up included
     uninterrupted = RecordingSink()
