@@ -17,7 +17,7 @@ from implementations.interface import Implementation, TrainConfig
 IMPLEMENTATIONS = {
     "own": "implementations.own.trainer:OwnFixMatch",
     "own-as-torchssl": "implementations.own.trainer:OwnFixMatch",
-    "torchssl": "implementations.torchssl.adapter:TorchSSLFixMatch",
+    "torchssl": "implementations.torchssl.adapter:TorchSSLImplementation",
 }
 
 def load_implementation(name: str) -> Implementation:

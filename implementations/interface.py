@@ -68,6 +68,20 @@ def training_signal_metrics(
     return metrics
 
 
+def class_signal_metrics(threshold_sums: list[float], threshold_iterations: int, pseudo_label_counts: list[float],
+                         kept_counts: list[float], class_names: tuple[str, ...]) -> dict[str, float]:
+    """The per-class signals of a threshold method's log window: the mean threshold of each class over the
+    `threshold_iterations` iterations, and per pseudo-labelled class the fraction kept (classes without a
+    pseudo-label in the window are left out)."""
+    metrics = {}
+    if threshold_iterations:
+        metrics.update({TRAIN_CLASS_THRESHOLD_PREFIX + name: total / threshold_iterations
+                        for name, total in zip(class_names, threshold_sums)})
+    metrics.update({TRAIN_CLASS_MASK_RATE_PREFIX + name: kept / count
+                    for name, kept, count in zip(class_names, kept_counts, pseudo_label_counts) if count})
+    return metrics
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every hyper-parameter of a run, resolved once and logged whole. Defaults are FixMatch's paper's; each

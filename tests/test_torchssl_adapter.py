@@ -19,8 +19,9 @@ import yaml
 from harness import vendor
 from harness.presets import PRESETS
 from implementations import interface as names
-from implementations.interface import RunInputs
+from implementations.interface import ALGORITHMS, RunInputs, for_algorithm
 from implementations.torchssl import adapter
+from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS, IterationSignals
 from implementations.torchssl.metrics import (
     EVAL_NAMES,
     TrainingWindow,
@@ -97,7 +98,6 @@ def test_a_checkpoint_in_the_work_dir_becomes_torchssl_resume(tmp_path):
 
 
 @pytest.mark.parametrize("change, num_labels, complaint", [
-    ({"algorithm": "supervised"}, 40, "TorchSSL's FixMatch only so far, not its 'supervised'"),
     ({"nesterov": False}, 40, "always uses Nesterov"),
     ({}, 10, "its own fixed index table"),
 ])
@@ -115,7 +115,7 @@ def test_the_paper_preset_reproduces_torchssls_own_config_file_but_evaluates_eve
     config_file = checkout / f"config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
     torchssl_config = yaml.safe_load(config_file.read_text())
     args = adapter.build_torchssl_args(
-        adapter.read_reference_config(checkout, num_labels), PRESETS["paper"], num_labels=num_labels,
+        adapter.read_reference_config(checkout, "fixmatch", num_labels), PRESETS["paper"], num_labels=num_labels,
         num_classes=10, save_dir=tmp_path, save_name="x", gpu=0, num_workers=0, load_path=None)
     hyper_parameters = {key: value for key, value in torchssl_config.items() if key not in adapter.ENVIRONMENT_ARGS}
     # The one change: evaluations every 1,024 iterations (the paper's 64 kimg) instead of TorchSSL's 5,000, so that
@@ -123,20 +123,49 @@ def test_the_paper_preset_reproduces_torchssls_own_config_file_but_evaluates_eve
     assert hyper_parameters["num_eval_iter"] == 5000 and args["num_eval_iter"] == 1024
     assert {key: args[key] for key in hyper_parameters} == {**hyper_parameters, "num_eval_iter": 1024}
     # No argument TorchSSL does not know: its command line's defaults and its config name them all.
-    known = set(adapter.read_argument_defaults(checkout)) | set(torchssl_config) | {"distributed"}
+    known = set(adapter.read_argument_defaults(checkout, "fixmatch")) | set(torchssl_config) | {"distributed"}
     assert set(args) <= known
 
 
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_every_methods_defaults_are_torchssls_own_arguments_for_it(algorithm, tmp_path):
+    """Each method's defaults (interface.ALGORITHMS) under the paper preset give exactly the arguments TorchSSL's
+    own command line builds for it (its script's argparse defaults, its config on top), at 40, 250 and 4000 labels;
+    only the evaluation interval is ours."""
+    checkout = _checkout()
+    script = TORCHSSL_ALGORITHMS[algorithm].script
+    config = for_algorithm(PRESETS["paper"], algorithm)
+    ours = adapter.torchssl_hyperparameters(config)
+    for num_labels in (40, 250, 4000):
+        reference = adapter.read_reference_config(checkout, script, num_labels)
+        args = adapter.build_torchssl_args(reference, config, num_labels=num_labels, num_classes=10, save_dir=tmp_path,
+                                           save_name="x", gpu=0, num_workers=0, load_path=None)
+        assert set(ours) <= set(adapter.read_argument_defaults(checkout, script))  # names its script knows
+        differing = {name: (args[name], reference[name]) for name in ours if args[name] != reference[name]}
+        assert differing == {"num_eval_iter": (1024, reference["num_eval_iter"])}, (num_labels, differing)
+        assert args["alg"] == script
+
+
+def test_each_method_maps_the_fields_it_reads_and_no_other():
+    mixmatch = adapter.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "mixmatch"))
+    assert (mixmatch["T"], mixmatch["alpha"], mixmatch["ulb_loss_ratio"], mixmatch["ramp_up"]) == (0.5, 0.5, 100.0, 0.4)
+    assert "p_cutoff" not in mixmatch
+    vat = adapter.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "vat"))
+    assert (vat["vat_weight"], vat["unsup_warmup_pos"]) == (0.3, 0.4) and "ulb_loss_ratio" not in vat
+    supervised = adapter.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "supervised"))
+    assert "uratio" not in supervised and "ulb_loss_ratio" not in supervised
+
+
 def test_arguments_the_config_files_leave_out_come_from_torchssls_command_line_defaults():
-    defaults = adapter.read_argument_defaults(_checkout())
+    defaults = adapter.read_argument_defaults(_checkout(), "fixmatch")
     assert (defaults["clip"], defaults["num_train_iter"], defaults["multiprocessing_distributed"]) == (0, 2**20, True)
     assert defaults["resume"] is False  # a store_true flag
 
 
 def test_a_label_count_without_a_config_file_uses_the_40_label_one(tmp_path):
     checkout = _checkout()
-    assert adapter.reference_config_path(checkout, 100).name == "fixmatch_cifar10_40_0.yaml"
-    assert adapter.read_reference_config(checkout, 100)["num_labels"] == 100
+    assert adapter.reference_config_path(checkout, "fixmatch", 100).name == "fixmatch_cifar10_40_0.yaml"
+    assert adapter.read_reference_config(checkout, "fixmatch", 100)["num_labels"] == 100
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -163,24 +192,34 @@ def test_torchssls_evaluation_maps_to_our_names_with_per_class_accuracy_from_cou
 
 
 def test_the_training_window_averages_torchssls_per_iteration_tensors():
-    window = TrainingWindow()
-    # Iteration 1: 2 of 4 unlabeled images above τ, one of them pseudo-labelled right.
-    window.add(torch.tensor(2.0), torch.tensor(0.5), 1.0, kept=torch.tensor([1, 1, 0, 0]),
-               pseudo_labels=torch.tensor([3, 4, 5, 6]), true_labels=torch.tensor([3, 0, 5, 6]),
-               learning_rate=0.03, data_wait_seconds=0.1, training_seconds=0.5)
-    # Iteration 2: all 4 above τ and right.
-    window.add(torch.tensor(1.0), torch.tensor(0.25), 2.0, kept=torch.tensor([1, 1, 1, 1]),
-               pseudo_labels=torch.tensor([1, 1, 1, 1]), true_labels=torch.tensor([1, 1, 1, 1]),
-               learning_rate=0.02, data_wait_seconds=0.3, training_seconds=1.5)
+    window = TrainingWindow(CLASS_NAMES)
+    # Iteration 1: 2 of 4 unlabeled images above τ = 0.9, one of them pseudo-labelled right.
+    window.add(IterationSignals(torch.tensor(2.0), torch.tensor(0.5), torch.tensor(2.5), kept=torch.tensor([1, 1, 0, 0]),
+                                pseudo_labels=torch.tensor([3, 4, 3, 6]), class_thresholds=torch.full((10,), 0.9)),
+               true_labels=torch.tensor([3, 0, 5, 6]), learning_rate=0.03, data_wait_seconds=0.1, training_seconds=0.5)
+    # Iteration 2: all 4 kept and right; FlexMatch-like thresholds 0.5 for every class.
+    window.add(IterationSignals(torch.tensor(1.0), torch.tensor(0.25), torch.tensor(1.5), kept=torch.tensor([1, 1, 1, 1]),
+                                pseudo_labels=torch.tensor([1, 1, 1, 3]), class_thresholds=torch.full((10,), 0.5)),
+               true_labels=torch.tensor([1, 1, 1, 3]), learning_rate=0.02, data_wait_seconds=0.3, training_seconds=1.5)
     summary = window.summarise()
     assert summary == pytest.approx({
-        names.TRAIN_SUPERVISED_LOSS: 1.5, names.TRAIN_UNSUPERVISED_LOSS: 0.375,
-        names.TRAIN_TOTAL_LOSS: ((2.0 + 0.5) + (1.0 + 2.0 * 0.25)) / 2,
+        names.TRAIN_SUPERVISED_LOSS: 1.5, names.TRAIN_UNSUPERVISED_LOSS: 0.375, names.TRAIN_TOTAL_LOSS: 2.0,
         names.TRAIN_MASK_RATE: 6 / 8, names.TRAIN_PSEUDO_LABEL_ACCURACY: 5 / 6,
         names.TRAIN_LR: 0.02, names.TRAIN_ITERATIONS_PER_SECOND: 1.0, names.TRAIN_DATA_WAIT_SECONDS: 0.2,
+        # every class's threshold averaged over the two iterations: (0.9 + 0.5) / 2
+        **{names.TRAIN_CLASS_THRESHOLD_PREFIX + name: 0.7 for name in CLASS_NAMES},
+        # pseudo-labelled automobile (1): 3 times, 3 kept; cat (3): 3 times, 2 kept; deer (4): 1 of 1; frog (6): 0 of 1
+        names.TRAIN_CLASS_MASK_RATE_PREFIX + "automobile": 1.0, names.TRAIN_CLASS_MASK_RATE_PREFIX + "cat": 2 / 3,
+        names.TRAIN_CLASS_MASK_RATE_PREFIX + "deer": 1.0, names.TRAIN_CLASS_MASK_RATE_PREFIX + "frog": 0.0,
     })
-    assert set(summary) <= OUR_METRIC_NAMES
-    assert window.iterations == 0 and window.sums.sum() == 0  # the next window starts afresh
+    assert window.iterations == 0 and window.sums.sum() == 0 and window.class_sums.sum() == 0  # afresh
+
+
+def test_a_method_without_pseudo_labels_logs_its_losses_only():
+    window = TrainingWindow(CLASS_NAMES)
+    window.add(IterationSignals(torch.tensor(2.0), torch.tensor(0.5), torch.tensor(27.0)), None, 0.03, 0.0, 1.0)
+    assert set(window.summarise()) == {names.TRAIN_SUPERVISED_LOSS, names.TRAIN_UNSUPERVISED_LOSS, names.TRAIN_TOTAL_LOSS,
+                                       names.TRAIN_LR, names.TRAIN_ITERATIONS_PER_SECOND, names.TRAIN_DATA_WAIT_SECONDS}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine TorchSSL runs on the GPU, unpatched")
@@ -226,7 +265,7 @@ def test_torchssl_trains_on_cpu_on_our_split_and_reports_under_our_names(tmp_pat
     run = _smoke_run(tmp_path)
     sink = RecordingSink()
 
-    result = adapter.TorchSSLFixMatch().train(run, sink)
+    result = adapter.TorchSSLImplementation().train(run, sink)
 
     # TorchSSL evaluates after 1 and 21 iterations (its it % 20 == 0), and once more at the end.
     assert sink.steps_of(names.EVAL_TOP1) == [1, 21, 40]
@@ -256,10 +295,10 @@ def test_an_interrupted_torchssl_run_resumes_from_its_checkpoint_to_the_same_len
     _checkout()
     run = _smoke_run(tmp_path, iterations=20, eval_interval=10, checkpoint_interval=10)
     with pytest.raises(Interrupted):
-        adapter.TorchSSLFixMatch().train(run, RecordingSink(stop_after_step=15))  # checkpoint written at 10
+        adapter.TorchSSLImplementation().train(run, RecordingSink(stop_after_step=15))  # checkpoint written at 10
 
     sink = RecordingSink()
-    result = adapter.TorchSSLFixMatch().train(run, sink)
+    result = adapter.TorchSSLImplementation().train(run, sink)
 
     assert result.extra["torchssl_resumed_from"] == "10"
     assert sink.steps_of(names.TRAIN_TOTAL_LOSS) == [15, 20]

@@ -1,20 +1,23 @@
-"""TorchSSL's FixMatch, unmodified at the pinned commit, behind our interface.
+"""TorchSSL's algorithms, unmodified at the pinned commit, behind our interface.
 
-`TorchSSLFixMatch.train` verifies the checkout (harness/vendor.py), builds TorchSSL's arguments from
-our resolved `TrainConfig`, hands it our split and our image arrays, and runs it in a child process
-of its own (child.py: TorchSSL's top-level modules `models`, `datasets`, `utils` must not meet ours).
-The child streams TorchSSL's numbers back as JSON lines on a pipe, under our metric names
-(metrics.py); this process forwards them to the sink and returns the `RunResult`.
+`TorchSSLImplementation.train` verifies the checkout (harness/vendor.py), builds TorchSSL's arguments from
+our resolved `TrainConfig`, hands it our split and our image arrays, and runs the algorithm's script in a
+child process of its own (child.py: TorchSSL's top-level modules `models`, `datasets`, `utils` must not meet
+ours). The child streams TorchSSL's numbers back as JSON lines on a pipe, under our metric names
+(metrics.py); this process forwards them to the sink and returns the `RunResult`. What differs between
+TorchSSL's algorithms (script, class, argument names, how its loop's variables map to our signals, what its
+checkpoint leaves out) is one table, algorithms.py.
 
 Arguments. Built as TorchSSL's own command line builds them, from the checkout: the argparse
-defaults of its fixmatch.py, then its config for the label count on top
-(config/fixmatch/fixmatch_cifar10_<N>_0.yaml; the 40-label file with `num_labels` replaced when
+defaults of its <script>.py, then its config for the label count on top
+(config/<script>/<script>_cifar10_<N>_0.yaml; the 40-label file with `num_labels` replaced when
 there is none for N). Every TrainConfig field with a TorchSSL counterpart replaces its value
-(`HYPERPARAMETER_NAMES`); the rest (`ENVIRONMENT_ARGS`) places its files in our work dir and runs
-one non-distributed process. With the paper preset the hyper-parameters are exactly the config's.
-Not mapped, and recorded as such: TorchSSL's RandAugment always applies 3 operations (ours:
-`randaugment_ops`, 2 in the paper), it trains in fp32 (`amp: False`; `precision`, `channels_last`,
-`compile` and `augmentation` are own-implementation knobs), and its optimizer always uses Nesterov.
+(`SHARED_ARGUMENTS`, and the method's own fields under the names algorithms.py gives); the rest
+(`ENVIRONMENT_ARGS`) places its files in our work dir and runs one non-distributed process. With the paper
+preset the hyper-parameters are exactly the config's. Not mapped, and recorded as such: TorchSSL's
+RandAugment always applies 3 operations (ours: `randaugment_ops`, 2 in the paper), it trains in fp32
+(`amp: False`; `precision`, `channels_last`, `compile` and `augmentation` are own-implementation knobs), and
+its optimizer always uses Nesterov.
 
 Schedule. TorchSSL evaluates after the iteration whose 0-based index is a multiple of
 `num_eval_iter` (= our `eval_interval`), i.e. after 1, E+1, 2E+1, ... iterations, switches to every
@@ -25,9 +28,10 @@ TorchSSL's own `save_model` additionally checkpoints every `checkpoint_interval`
 
 Resume. A `latest_model.pth` in the work dir is resumed with TorchSSL's own `resume`/`load_path`:
 it restores the weights, EMA, optimizer, scheduler and iteration, not the data order or the random
-state, so a resumed TorchSSL run is not bit-identical to an uninterrupted one. TorchSSL's samplers
-restart for all K iterations after a resume (and its loop bound would then allow K+1); the adapter
-ends the data stream at K, so every run trains exactly K iterations.
+state, so a resumed TorchSSL run is not bit-identical to an uninterrupted one; some algorithms also keep
+state their checkpoint leaves out (algorithms.py, `resume_gap`: recorded on the run, and in the report).
+TorchSSL's samplers restart for all K iterations after a resume (and its loop bound would then allow K+1);
+the adapter ends the data stream at K, so every run trains exactly K iterations.
 """
 
 from __future__ import annotations
@@ -47,24 +51,23 @@ import yaml
 
 from harness import vendor
 from implementations.interface import (
-    EVAL_TOP1, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult, TrainConfig, resolve_device,
+    ALGORITHMS, EVAL_TOP1, METHOD_FIELDS, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult,
+    TrainConfig, resolve_device,
 )
 from implementations.ledger import TORCHSSL_FIXED
+from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_CONFIG = "config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
+REFERENCE_CONFIG = "config/{script}/{script}_cifar10_{num_labels}_0.yaml"
 FALLBACK_CONFIG_LABELS = 40
 CHECKPOINT_NAME = "latest_model.pth"
 SPLIT_FILE = "sampled_label_idx.npy"
 EVALUATIONS_FILE = "evaluations.json"
 
-# TrainConfig field -> TorchSSL argument of the same meaning and unit.
-HYPERPARAMETER_NAMES = {
+# TrainConfig field -> TorchSSL argument of the same meaning and unit, in every algorithm's script.
+SHARED_ARGUMENTS = {
     "iterations": "num_train_iter",
     "labeled_batch_size": "batch_size",
-    "unlabeled_ratio": "uratio",
-    "threshold": "p_cutoff",
-    "unsupervised_weight": "ulb_loss_ratio",
     "learning_rate": "lr",
     "momentum": "momentum",
     "weight_decay": "weight_decay",
@@ -77,7 +80,7 @@ HYPERPARAMETER_NAMES = {
 }
 # Every TrainConfig field the adapter reads: the hyper-parameters above, and what it needs to log, checkpoint
 # and refuse what TorchSSL cannot run (unsupported_reason). The other fields are own's alone.
-CONFIG_FIELDS = frozenset(HYPERPARAMETER_NAMES) | {
+CONFIG_FIELDS = frozenset(SHARED_ARGUMENTS) | METHOD_FIELDS | {
     "preset", "algorithm", "nesterov", "device", "log_interval", "checkpoint_interval", "checkpoint_minutes",
 }
 # Arguments that say where and how TorchSSL runs, not what it learns.
@@ -88,44 +91,45 @@ PER_EXECUTION_ARGS = ("resume", "load_path")
 
 
 def torchssl_hyperparameters(config: TrainConfig) -> dict[str, object]:
-    """Our hyper-parameters under TorchSSL's argument names."""
-    return {theirs: getattr(config, ours) for ours, theirs in HYPERPARAMETER_NAMES.items()}
+    """Our hyper-parameters under TorchSSL's argument names: the shared ones, and those of the method."""
+    algorithm = TORCHSSL_ALGORITHMS[config.algorithm]
+    names = {**SHARED_ARGUMENTS, **{ours: algorithm.argument_name(ours) for ours in ALGORITHMS[config.algorithm].reads}}
+    return {theirs: getattr(config, ours) for ours, theirs in names.items()}
 
 
 def unsupported_reason(config: TrainConfig, num_labels: int, num_classes: int = 10) -> str | None:
     """Why TorchSSL cannot run this configuration faithfully, or None."""
-    if config.algorithm != "fixmatch":
-        return (f"ssl-bench runs TorchSSL's FixMatch only so far, not its '{config.algorithm}'; run --algorithm "
-                f"{config.algorithm} with --impl own.")
     if not config.nesterov:
-        return "TorchSSL's FixMatch always uses Nesterov momentum, so nesterov=False cannot run with --impl torchssl."
+        return "TorchSSL always uses Nesterov momentum, so nesterov=False cannot run with --impl torchssl."
     if num_labels == num_classes == 10:
         return ("TorchSSL replaces a 10-label CIFAR-10 split by its own fixed index table, so it cannot train on "
                 "our split with --labels 10; use another label count for --impl torchssl.")
     return None
 
 
-def reference_config_path(checkout: Path, num_labels: int) -> Path:
-    """TorchSSL's FixMatch config for this label count, or the 40-label one when it has none."""
-    path = Path(checkout) / REFERENCE_CONFIG.format(num_labels=num_labels)
-    return path if path.exists() else Path(checkout) / REFERENCE_CONFIG.format(num_labels=FALLBACK_CONFIG_LABELS)
+def reference_config_path(checkout: Path, script: str, num_labels: int) -> Path:
+    """TorchSSL's config of the script for this label count, or the 40-label one when it has none."""
+    path = Path(checkout) / REFERENCE_CONFIG.format(script=script, num_labels=num_labels)
+    if path.exists():
+        return path
+    return Path(checkout) / REFERENCE_CONFIG.format(script=script, num_labels=FALLBACK_CONFIG_LABELS)
 
 
-def read_reference_config(checkout: Path, num_labels: int) -> dict[str, object]:
-    """TorchSSL's arguments as its own command line builds them: the argparse defaults of fixmatch.py,
+def read_reference_config(checkout: Path, script: str, num_labels: int) -> dict[str, object]:
+    """TorchSSL's arguments as its own command line builds them: the argparse defaults of <script>.py,
     then the config file for this label count on top (its `over_write_args_from_file`)."""
-    path = reference_config_path(checkout, num_labels)
+    path = reference_config_path(checkout, script, num_labels)
     try:
         from_file = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
         raise vendor.VendorError(f"TorchSSL's config {path} cannot be read ({error}).") from None
-    return {**read_argument_defaults(checkout), **from_file, "num_labels": num_labels}
+    return {**read_argument_defaults(checkout, script), **from_file, "num_labels": num_labels}
 
 
-def read_argument_defaults(checkout: Path) -> dict[str, object]:
-    """The defaults of every `parser.add_argument` in TorchSSL's fixmatch.py, read from its source
+def read_argument_defaults(checkout: Path, script: str) -> dict[str, object]:
+    """The defaults of every `parser.add_argument` in TorchSSL's <script>.py, read from its source
     (the config files leave some arguments, e.g. `clip`, to these defaults)."""
-    path = Path(checkout) / "fixmatch.py"
+    path = Path(checkout) / f"{script}.py"
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"))
     except (OSError, SyntaxError) as error:
@@ -162,7 +166,8 @@ def build_torchssl_args(reference: Mapping[str, object], config: TrainConfig, *,
     args = dict(reference)
     args.update(torchssl_hyperparameters(config))
     args.update(
-        num_labels=num_labels, num_classes=num_classes, dataset="cifar10", alg="fixmatch", epoch=1,
+        num_labels=num_labels, num_classes=num_classes, dataset="cifar10",
+        alg=TORCHSSL_ALGORITHMS[config.algorithm].script, epoch=1,
         save_dir=str(save_dir), save_name=save_name, data_dir=str(Path(save_dir) / "data"),
         resume=load_path is not None, load_path=str(load_path) if load_path is not None else None,
         overwrite=True, use_tensorboard=False, num_workers=num_workers,
@@ -171,8 +176,8 @@ def build_torchssl_args(reference: Mapping[str, object], config: TrainConfig, *,
     return args
 
 
-class TorchSSLFixMatch:
-    """TorchSSL's FixMatch (the reference), run in a child process on our split and images."""
+class TorchSSLImplementation:
+    """A TorchSSL algorithm (the reference), run in a child process on our split and images."""
 
     name = "torchssl"
 
@@ -187,13 +192,14 @@ class TorchSSLFixMatch:
         device = "cuda:0" if device == "cuda" else device
         on_cpu = device == "cpu"
 
+        algorithm = TORCHSSL_ALGORITHMS[config.algorithm]
         save_dir = Path(run.work_dir).resolve() / "torchssl"
-        save_path = save_dir / f"fixmatch_cifar10_{num_labels}_{config.seed}"
+        save_path = save_dir / f"{algorithm.script}_cifar10_{num_labels}_{config.seed}"
         save_path.mkdir(parents=True, exist_ok=True)
         checkpoint = save_path / CHECKPOINT_NAME
         if checkpoint.exists():
             _check_readable(checkpoint, Path(run.work_dir))
-        reference = read_reference_config(checkout.path, num_labels)
+        reference = read_reference_config(checkout.path, algorithm.script, num_labels)
         args = build_torchssl_args(
             reference, config, num_labels=num_labels, num_classes=run.data.num_classes,
             save_dir=save_dir, save_name=save_path.name, gpu=0 if on_cpu else int(device.partition(":")[2] or 0),
@@ -208,6 +214,7 @@ class TorchSSLFixMatch:
         with _image_arrays(run, save_dir / "arrays") as arrays:
             stream.run({
                 "checkout": str(checkout.path),
+                "algorithm": config.algorithm,
                 "torchssl_args": args,
                 "arrays": arrays,
                 "labeled_indices": str(save_path / SPLIT_FILE),
@@ -233,6 +240,9 @@ class TorchSSLFixMatch:
                 "torchssl_tree_clean": str(checkout.clean and after.clean and after.commit == checkout.commit).lower(),
                 "torchssl_cuda_emulated_on_cpu": str(on_cpu).lower(),
                 "torchssl_resumed_from": str(result["start_iteration"]),
+                "torchssl_script": f"{algorithm.script}.py",
+                # What its checkpoint leaves out ("" when nothing beyond the data order and random state).
+                "torchssl_resume_gap": algorithm.resume_gap or "",
                 # TorchSSL's own best (of its in-loop evaluations since the last start; `it` is 0-based).
                 "torchssl_best_acc": result["torchssl_return"].get("eval/best_acc"),
                 "torchssl_best_it": int(result["torchssl_return"].get("eval/best_it", -1)),

@@ -1,4 +1,4 @@
-"""The process that runs TorchSSL's FixMatch for the adapter: `python -m implementations.torchssl.child <spec.json>`.
+"""The process that runs a TorchSSL algorithm for the adapter: `python -m implementations.torchssl.child <spec.json>`.
 
 TorchSSL's code runs unmodified from the pinned checkout; this module only wraps it from outside,
 before `main_worker` starts (the spec is written by adapter.py):
@@ -10,13 +10,14 @@ before `main_worker` starts (the spec is written by adapter.py):
   returns are ours;
 - `main_worker` is called directly, one non-distributed process (`main()` would delete the folder
   holding the split);
-- numbers: the tensors of every iteration (`ce_loss`, `consistency_loss`), each `evaluate` result
-  with the count confusion matrix of the same predictions, and `FixMatch.train`'s return (its final
-  evaluation, which `main_worker` discards) go to the parent as JSON lines on a pipe, under our
-  names (metrics.py). `EMA.update`, called once at the end of every iteration, marks the iteration
-  boundary; there a non-finite loss stops the run at once, the window is logged, a checkpoint is
-  written every `checkpoint_interval` iterations (or `checkpoint_minutes` after the last one) with
-  TorchSSL's own `save_model`, and the child exits if its parent is gone;
+- numbers: `EMA.update`, called once at the end of every iteration of every TorchSSL loop, marks the
+  iteration boundary; there the loop's variables (the losses, and a threshold method's mask and
+  pseudo-labels: algorithms.py) are read, and a non-finite loss stops the run at once, the window is
+  logged, a checkpoint is written every `checkpoint_interval` iterations (or `checkpoint_minutes` after
+  the last one) with TorchSSL's own `save_model`, and the child exits if its parent is gone. Each
+  `evaluate` result with the count confusion matrix of the same predictions, and `train`'s return (its
+  final evaluation, which `main_worker` discards) go to the parent as JSON lines on a pipe, under our
+  names (metrics.py);
 - checkpoints are written to a temporary name and renamed, so a kill never leaves a torn one; each
   durable `latest_model.pth` is reported ("checkpoint"), so the adapter can tell the sink;
 - `TBLog.update`, TorchSSL's curve writer, does nothing: our metrics replace its curves;
@@ -33,6 +34,7 @@ sys.dont_write_bytecode = True  # before any import: no __pycache__ inside the T
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import functools  # noqa: E402
+import importlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
@@ -42,11 +44,12 @@ import types  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS, TorchSSLAlgorithm  # noqa: E402
 from implementations.torchssl.metrics import TrainingWindow, eval_metrics  # noqa: E402
 
 EXIT_FAILED, EXIT_NON_FINITE = 1, 3
 PROGRESS_SECONDS = 2.0
-TORCHSSL_TOP_LEVEL_MODULES = ("models", "datasets", "utils", "train_utils", "fixmatch", "custom_writer")
+TORCHSSL_TOP_LEVEL_MODULES = ("models", "datasets", "utils", "train_utils", "custom_writer")
 
 
 class NonFiniteTraining(RuntimeError):
@@ -89,8 +92,9 @@ class TimedBatches:
 class Bridge:
     """What the wrappers share: the running iteration's tensors, the log window, the last evaluation."""
 
-    def __init__(self, spec: dict, channel: Channel, train_labels: np.ndarray):
+    def __init__(self, spec: dict, channel: Channel, train_labels: np.ndarray, algorithm: TorchSSLAlgorithm):
         self.channel = channel
+        self.algorithm = algorithm
         self.log_interval = int(spec["log_interval"])
         self.checkpoint_interval = int(spec["checkpoint_interval"])
         self.checkpoint_name = spec["checkpoint_name"]  # the one it resumes from
@@ -101,17 +105,19 @@ class Bridge:
         self.expected_labeled = np.load(spec["labeled_indices"])
         self.parent_pid = int(spec["parent_pid"])
         self.train_labels = torch.as_tensor(train_labels, dtype=torch.int64)
-        self.fixmatch = None
+        self.torchssl_model = None  # the instance of the algorithm's class, e.g. FixMatch
         self.args = None
         self.window: TrainingWindow | None = None
         self.start_iteration = 0
         self.iterations_done = 0
         self.trained_here = False
-        self.current: dict = {"data_wait": 0.0}
+        self.data_wait = 0.0
+        self.learning_rate = float("nan")  # the rate the running iteration's step uses
         self.iteration_started = time.perf_counter()
         self.paused_seconds = 0.0
         self._pause_depth = 0
         self.confusion_counts: np.ndarray | None = None
+        self.scores: tuple[list, list] | None = None  # (true labels, softmax outputs) of the running evaluation
         self.last_evaluation: tuple[dict, np.ndarray] | None = None
         self.last_sent_evaluation_step: int | None = None
         self.train_return: dict | None = None
@@ -128,45 +134,45 @@ class Bridge:
             if self._pause_depth == 0:
                 self.paused_seconds += time.perf_counter() - started
 
-    def attach(self, fixmatch, args) -> None:
-        """`FixMatch.train` starts: its state (resumed or not) is final now."""
-        self.fixmatch, self.args = fixmatch, args
+    def attach(self, torchssl_model, args) -> None:
+        """The algorithm's `train` starts: its state (resumed or not) is final now."""
+        self.torchssl_model, self.args = torchssl_model, args
         # TorchSSL's checkpoint at the end of training says K+1 (it saves `it + 1` after the loop has
         # counted to K): a finished run resumed again has trained K.
-        self.start_iteration = self.iterations_done = min(int(fixmatch.it), int(args.num_train_iter))
-        device = next(fixmatch.model.parameters()).device
-        self.window = TrainingWindow(device)
+        self.start_iteration = self.iterations_done = min(int(torchssl_model.it), int(args.num_train_iter))
+        device = next(torchssl_model.model.parameters()).device
+        self.window = TrainingWindow(self.class_names, device)
         self.train_labels = self.train_labels.to(device)
         remaining = max(0, int(args.num_train_iter) - self.start_iteration)
-        loaders = dict(fixmatch.loader_dict)
-        loaders["train_lb"] = TimedBatches(loaders["train_lb"], remaining, self._labeled_batch)
-        loaders["train_ulb"] = TimedBatches(loaders["train_ulb"], remaining, self._unlabeled_batch)
-        fixmatch.loader_dict = loaders
+        loaders = dict(torchssl_model.loader_dict)
+        for name in ("train_lb", "train_ulb"):  # fullysupervised has no unlabeled loader
+            if name in loaders:
+                loaders[name] = TimedBatches(loaders[name], remaining, self._batch_waited)
+        torchssl_model.loader_dict = loaders
+        self.learning_rate = torchssl_model.optimizer.param_groups[0]["lr"]
         self.channel.send("started", start_iteration=self.start_iteration)
         self.iteration_started = time.perf_counter()
         self.paused_seconds = 0.0
 
-    def _labeled_batch(self, batch, waited: float) -> None:
-        self.current["data_wait"] += waited
+    def _batch_waited(self, batch, waited: float) -> None:
+        self.data_wait += waited
 
-    def _unlabeled_batch(self, batch, waited: float) -> None:
-        self.current["data_wait"] += waited
-        self.current["unlabeled_indices"] = batch[0]
-
-    def end_iteration(self) -> None:
-        """After TorchSSL's optimizer, scheduler and EMA steps of one iteration."""
-        fixmatch, current = self.fixmatch, self.current
-        self.iterations_done = int(fixmatch.it) + 1
+    def end_iteration(self, loop: dict) -> None:
+        """After TorchSSL's optimizer, scheduler and EMA steps of one iteration; `loop` holds its loop's variables."""
+        torchssl_model = self.torchssl_model
+        self.iterations_done = int(torchssl_model.it) + 1
         self.trained_here = True
-        total_loss = current["supervised_loss"].detach() + fixmatch.lambda_u * current["unsupervised_loss"].detach()
-        if not torch.isfinite(total_loss):  # TorchSSL synchronises every iteration anyway: checking costs nothing
+        signals = self.algorithm.signals(loop, self.args)
+        if not torch.isfinite(signals.total_loss.detach()):  # TorchSSL synchronises every iteration anyway
             raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite at iteration "
                                     f"{self.iterations_done}; the run is stopped")
-        true_labels = self.train_labels[current["unlabeled_indices"].to(self.train_labels.device)]
-        self.window.add(current["supervised_loss"], current["unsupervised_loss"], fixmatch.lambda_u,
-                        current["kept"], current["pseudo_labels"], true_labels, current["learning_rate"],
-                        current["data_wait"], time.perf_counter() - self.iteration_started - self.paused_seconds)
-        self.current = {"data_wait": 0.0}
+        true_labels = None
+        if signals.unlabeled_indices is not None:
+            true_labels = self.train_labels[signals.unlabeled_indices.to(self.train_labels.device)]
+        self.window.add(signals, true_labels, self.learning_rate, self.data_wait,
+                        time.perf_counter() - self.iteration_started - self.paused_seconds)
+        self.data_wait = 0.0
+        self.learning_rate = torchssl_model.optimizer.param_groups[0]["lr"]  # after the scheduler's step: the next one's
         done = self.iterations_done
         if time.monotonic() >= self.next_progress_at:
             self.channel.send("progress", step=done)
@@ -174,7 +180,7 @@ class Bridge:
         if done % self.log_interval == 0 or done == self.args.num_train_iter:
             self.channel.send("metrics", step=done, metrics=self.window.summarise())
         if done % self.checkpoint_interval == 0 or time.monotonic() - self.last_checkpoint_time > self.checkpoint_seconds:
-            fixmatch.save_model(self.checkpoint_name, os.path.join(self.args.save_dir, self.args.save_name))
+            torchssl_model.save_model(self.checkpoint_name, os.path.join(self.args.save_dir, self.args.save_name))
         if os.getppid() != self.parent_pid:
             os._exit(EXIT_FAILED)  # the adapter is gone (killed): nobody reads our numbers any more
         self.iteration_started = time.perf_counter()
@@ -186,7 +192,8 @@ class Bridge:
 
     def on_evaluation(self, torchssl_eval: dict) -> None:
         counts, self.confusion_counts = self.confusion_counts, None
-        metrics = eval_metrics(torchssl_eval, counts, self.class_names)
+        scores, self.scores = self.scores, None
+        metrics = eval_metrics(torchssl_eval, counts, self.class_names, scores)
         self.last_evaluation = (metrics, counts)
         step = self.iterations_done
         # Before the first iteration of this process it is TorchSSL's check of a loaded checkpoint (already
@@ -199,14 +206,21 @@ class Bridge:
 
 def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     """Wrap TorchSSL's functions (see the module docstring); TorchSSL's own code is not changed."""
-    import sklearn.metrics
-
-    import datasets.data_utils as data_utils
-    import models.fixmatch.fixmatch as fixmatch_model
-    import train_utils
-
-    fixmatch_class = fixmatch_model.FixMatch
+    torchssl_module = importlib.import_module(bridge.algorithm.module)  # e.g. models.fixmatch.fixmatch
+    torchssl_class = getattr(torchssl_module, bridge.algorithm.class_name)
     serve_our_arrays(arrays)
+    check_split(bridge)
+    wrap_train(bridge, torchssl_class)
+    wrap_evaluate(bridge, torchssl_class)
+    wrap_save_model(bridge, torchssl_class)
+    observe_predictions(bridge, torchssl_module)
+    mark_iterations(bridge)
+    silence_curves()
+
+
+def check_split(bridge: Bridge) -> None:
+    """TorchSSL loads our labeled indices instead of drawing its own; the ones it returns must be ours."""
+    import datasets.data_utils as data_utils
 
     original_sample = data_utils.sample_labeled_data
 
@@ -220,24 +234,29 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
 
     data_utils.sample_labeled_data = checked_sample_labeled_data
 
-    original_train = fixmatch_class.train
+
+def wrap_train(bridge: Bridge, torchssl_class) -> None:
+    original_train = torchssl_class.train
 
     @functools.wraps(original_train)
-    def train(self, args, logger=None):
+    def train(self, args, **logger):  # some algorithms' train takes a logger, some not
         bridge.attach(self, args)
-        bridge.train_return = original_train(self, args, logger=logger)
+        bridge.train_return = original_train(self, args, **logger)
         return bridge.train_return
 
-    fixmatch_class.train = train
+    torchssl_class.train = train
 
-    original_evaluate = fixmatch_class.evaluate
+
+def wrap_evaluate(bridge: Bridge, torchssl_class) -> None:
+    """Evaluation is not training time; sklearn's refusal of NaN scores means the weights diverged."""
+    original_evaluate = torchssl_class.evaluate
 
     @functools.wraps(original_evaluate)
     def evaluate(self, eval_loader=None, args=None):
         with bridge.paused():
             try:
                 result = original_evaluate(self, eval_loader=eval_loader, args=args)
-            except ValueError as error:  # sklearn's metrics refuse NaN scores: the weights diverged
+            except ValueError as error:
                 if "NaN" not in str(error) and "infinity" not in str(error):
                     raise
                 raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite at iteration "
@@ -246,9 +265,12 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
         bridge.on_evaluation(result)
         return result
 
-    fixmatch_class.evaluate = evaluate
+    torchssl_class.evaluate = evaluate
 
-    original_save = fixmatch_class.save_model
+
+def wrap_save_model(bridge: Bridge, torchssl_class) -> None:
+    """No NaN weights saved; written under a temporary name and renamed, so a kill never leaves a torn file."""
+    original_save = torchssl_class.save_model
 
     @functools.wraps(original_save)
     def save_model(self, save_name, save_path):
@@ -259,59 +281,61 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
         with bridge.paused():
             original_save(self, save_name + ".partial", save_path)
             partial = os.path.join(save_path, save_name + ".partial")
+            if not os.path.exists(partial):
+                return  # the algorithm saves nothing yet (algorithms.py: NO_CHECKPOINT_BEFORE)
             with open(partial, "rb") as file:
                 os.fsync(file.fileno())  # on disk before it replaces the previous one
             os.replace(partial, os.path.join(save_path, save_name))
         if save_name == bridge.checkpoint_name and bridge.trained_here:  # the one it resumes from: durable now
             bridge.checkpointed()
 
-    fixmatch_class.save_model = save_model
+    torchssl_class.save_model = save_model
 
-    original_ce_loss = fixmatch_model.ce_loss  # in this module only the supervised loss uses it
 
-    @functools.wraps(original_ce_loss)
-    def ce_loss(*args, **kwargs):
-        loss = original_ce_loss(*args, **kwargs)
-        bridge.current["supervised_loss"] = loss
-        return loss
+def observe_predictions(bridge: Bridge, torchssl_module) -> None:
+    """The evaluation's predictions, from the sklearn calls `evaluate` makes in the algorithm's module: the count
+    confusion matrix (TorchSSL only prints a normalised one) and the scores its top-5 accuracy is computed on."""
+    import sklearn.metrics
 
-    fixmatch_model.ce_loss = ce_loss
-
-    original_consistency_loss = fixmatch_model.consistency_loss
-
-    @functools.wraps(original_consistency_loss)
-    def consistency_loss(*args, **kwargs):
-        result = original_consistency_loss(*args, **kwargs)
-        unsupervised_loss, _mask_mean, kept, pseudo_labels = result
-        bridge.current.update(unsupervised_loss=unsupervised_loss, kept=kept, pseudo_labels=pseudo_labels,
-                              learning_rate=bridge.fixmatch.optimizer.param_groups[0]["lr"])
-        return result
-
-    fixmatch_model.consistency_loss = consistency_loss
-
-    original_confusion_matrix = fixmatch_model.confusion_matrix  # sklearn's, normalised by TorchSSL's call
+    original_confusion_matrix = torchssl_module.confusion_matrix
 
     @functools.wraps(original_confusion_matrix)
     def confusion_matrix(y_true, y_pred, *args, **kwargs):
         bridge.confusion_counts = sklearn.metrics.confusion_matrix(y_true, y_pred, labels=range(len(bridge.class_names)))
         return original_confusion_matrix(y_true, y_pred, *args, **kwargs)
 
-    fixmatch_model.confusion_matrix = confusion_matrix
+    torchssl_module.confusion_matrix = confusion_matrix
+
+    original_top_k = torchssl_module.top_k_accuracy_score
+
+    @functools.wraps(original_top_k)
+    def top_k_accuracy_score(y_true, y_score, *args, **kwargs):
+        bridge.scores = (y_true, y_score)
+        return original_top_k(y_true, y_score, *args, **kwargs)
+
+    torchssl_module.top_k_accuracy_score = top_k_accuracy_score
+
+
+def mark_iterations(bridge: Bridge) -> None:
+    """`EMA.update` ends every iteration of every TorchSSL loop; its caller's frame is that loop."""
+    import train_utils
 
     original_update = train_utils.EMA.update
 
     @functools.wraps(original_update)
     def update(self):
         original_update(self)
-        bridge.end_iteration()
+        bridge.end_iteration(sys._getframe(1).f_locals)
 
     train_utils.EMA.update = update
 
-    def tb_log_update(self, tb_dict, it, suffix=None, mode="train"):
-        """TorchSSL's curve writer (TensorBoard, or matplotlib PNGs redrawn at every evaluation: seconds each)
-        is replaced by our metrics; its log.txt still records every evaluation line."""
 
-    train_utils.TBLog.update = tb_log_update
+def silence_curves() -> None:
+    """TorchSSL's curve writer (TensorBoard, or matplotlib PNGs redrawn at every evaluation: seconds each) is
+    replaced by our metrics; its log.txt still records every evaluation line."""
+    import train_utils
+
+    train_utils.TBLog.update = lambda self, tb_dict, it, suffix=None, mode="train": None
 
 
 def serve_our_arrays(arrays: dict[str, np.ndarray]) -> None:
@@ -354,7 +378,7 @@ def _die_with_parent() -> None:
         pass  # elsewhere the per-iteration parent check ends it
 
 
-def make_torchssl_importable(checkout: str, emulate_cuda: bool) -> None:
+def make_torchssl_importable(checkout: str, emulate_cuda: bool, script: str) -> None:
     """CPU stand-ins for CUDA (when asked), torchvision's import, and the checkout first on sys.path."""
     if emulate_cuda:
         from implementations.torchssl.cuda_on_cpu import pretend_cuda_on_cpu
@@ -363,21 +387,25 @@ def make_torchssl_importable(checkout: str, emulate_cuda: bool) -> None:
     import harness.torchvision_compat  # noqa: F401  (before TorchSSL imports torchvision)
 
     _tensorboard_stand_in()
-    clashes = [name for name in TORCHSSL_TOP_LEVEL_MODULES if name in sys.modules]
+    clashes = [name for name in (*TORCHSSL_TOP_LEVEL_MODULES, script) if name in sys.modules]
     if clashes:
         raise RuntimeError(f"modules named {clashes} are already imported and would shadow TorchSSL's")
     sys.path.insert(0, checkout)
 
 
 def run(spec: dict, channel: Channel) -> None:
-    make_torchssl_importable(spec["checkout"], spec["emulate_cuda"])
+    make_torchssl_importable(spec["checkout"], spec["emulate_cuda"], TORCHSSL_ALGORITHMS[spec["algorithm"]].script)
     arrays = {name: np.load(path) for name, path in spec["arrays"].items()}
-    bridge = Bridge(spec, channel, arrays["train_labels"])
-    import fixmatch as torchssl_fixmatch  # TorchSSL's fixmatch.py
+    algorithm = TORCHSSL_ALGORITHMS[spec["algorithm"]]
+    bridge = Bridge(spec, channel, arrays["train_labels"], algorithm)
+    script = importlib.import_module(algorithm.script)  # TorchSSL's <script>.py
 
     install_hooks(bridge, arrays)
     args = argparse.Namespace(**spec["torchssl_args"])
-    torchssl_fixmatch.main_worker(args.gpu, 1, args)
+    if algorithm.needs_process_group:
+        group_file = os.path.join(args.save_dir, "process_group")
+        torch.distributed.init_process_group("gloo", init_method=f"file://{group_file}", world_size=1, rank=0)
+    script.main_worker(args.gpu, 1, args)
 
     metrics, counts = bridge.last_evaluation
     channel.send("result", iterations=bridge.iterations_done, start_iteration=bridge.start_iteration,

@@ -1,25 +1,26 @@
 """TorchSSL's numbers under our metric names (implementations/interface.py).
 
-Evaluation. TorchSSL's `FixMatch.evaluate` returns, for the EMA model on the test set:
+Evaluation. TorchSSL's `evaluate` returns, for the EMA model on the test set:
 
     eval/top-1-acc  -> eval/top1              eval/precision -> eval/precision_macro
     eval/top-5-acc  -> eval/top5              eval/recall    -> eval/recall_macro
     eval/loss       -> eval/loss              eval/F1        -> eval/f1_macro
     eval/AUC        -> eval/auc_ovo
 
-all fractions in [0, 1] like ours. Its confusion matrix is only printed (normalised by row), so the
-adapter recomputes the count matrix from the same predictions; the per-class accuracy
+all fractions in [0, 1] like ours. Half of its algorithms (MixMatch, ReMixMatch, Mean Teacher, Π-model, VAT,
+fullysupervised) return only the first three; for them the adapter computes the other four from the same
+predictions with the sklearn calls TorchSSL's FixMatch makes. Its confusion matrix is only printed (normalised
+by row), so the adapter recomputes the count matrix from the same predictions; the per-class accuracy
 (`eval/class_accuracy/<class>`) is that matrix's diagonal over its row sums.
 
 Training. TorchSSL logs its training dict only at evaluation iterations, one iteration's values.
-The adapter takes the same tensors every iteration (the supervised loss from `ce_loss`, the
-unsupervised loss, mask and pseudo-labels from `consistency_loss`) and averages them over our log
-interval, as the own implementation does:
+The adapter reads the same tensors every iteration from the loop's variables (algorithms.py) and averages
+them over our log interval, as the own implementation does:
 
     sup_loss  -> train/supervised_loss         unsup_loss -> train/unsupervised_loss
-    total_loss = sup_loss + λ·unsup_loss -> train/total_loss
-    mask (fraction of confidences ≥ τ) -> train/mask_rate_above_threshold
-    lr (the rate the step used) -> train/lr
+    total_loss -> train/total_loss             lr (the rate the step used) -> train/lr
+    the mask (per image: 1 where a pseudo-label counts) -> train/mask_rate_above_threshold
+    its per-class thresholds -> train/class_threshold/<class>, and train/class_mask_rate/<class>
 
 TorchSSL's own `train/mask_ratio` is `1 - mask`, the fraction BELOW the threshold: ours is its
 complement (`mask_rate_from_torchssl_mask_ratio`). Pseudo-label accuracy (kept pseudo-labels that
@@ -35,7 +36,8 @@ import numpy as np
 import torch
 
 from implementations import interface as names
-from implementations.interface import training_signal_metrics
+from implementations.interface import class_signal_metrics, training_signal_metrics
+from implementations.torchssl.algorithms import IterationSignals
 
 EVAL_NAMES = {
     "eval/top-1-acc": names.EVAL_TOP1,
@@ -62,12 +64,30 @@ def per_class_accuracy(confusion_counts: np.ndarray, class_names: tuple[str, ...
 
 
 def eval_metrics(torchssl_eval: Mapping[str, object], confusion_counts: np.ndarray,
-                 class_names: tuple[str, ...]) -> dict[str, float]:
-    """TorchSSL's evaluation dict (and the count matrix of the same predictions) under our names.
+                 class_names: tuple[str, ...], scores: tuple[list, list] | None = None) -> dict[str, float]:
+    """TorchSSL's evaluation dict (and the count matrix of the same predictions) under our names; what the dict
+    lacks is computed from `scores`, the (true labels, softmax outputs) its evaluation scored.
     Keys it adds beyond the evaluation (`eval/best_acc`, `eval/best_it`) are not metrics of one evaluation and are left out."""
+    torchssl_eval = {**_missing_scores(torchssl_eval, scores), **torchssl_eval}
     metrics = {ours: float(torchssl_eval[theirs]) for theirs, ours in EVAL_NAMES.items() if theirs in torchssl_eval}
     metrics.update(per_class_accuracy(confusion_counts, class_names))
     return metrics
+
+
+def _missing_scores(torchssl_eval: Mapping[str, object], scores: tuple[list, list] | None) -> dict[str, float]:
+    """eval/precision, recall, F1 and AUC as TorchSSL's FixMatch.evaluate computes them, where `torchssl_eval` has none."""
+    if scores is None or "eval/AUC" in torchssl_eval:
+        return {}
+    import sklearn.metrics
+
+    true_labels, probabilities = scores
+    predicted = np.asarray(probabilities).argmax(axis=1)
+    return {
+        "eval/precision": sklearn.metrics.precision_score(true_labels, predicted, average="macro"),
+        "eval/recall": sklearn.metrics.recall_score(true_labels, predicted, average="macro"),
+        "eval/F1": sklearn.metrics.f1_score(true_labels, predicted, average="macro"),
+        "eval/AUC": sklearn.metrics.roc_auc_score(true_labels, probabilities, multi_class="ovo"),
+    }
 
 
 class TrainingWindow:
@@ -76,26 +96,36 @@ class TrainingWindow:
     # supervised, unsupervised, total loss; kept pseudo-labels; unlabeled images; correct kept pseudo-labels
     SIZE = 6
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, class_names: tuple[str, ...], device: torch.device | str = "cpu"):
+        self.class_names = class_names
         self.sums = torch.zeros(self.SIZE, dtype=torch.float64, device=device)
+        # per class: threshold sums, pseudo-labels, kept pseudo-labels
+        self.class_sums = torch.zeros(3, len(class_names), dtype=torch.float64, device=device)
+        self.threshold_iterations = 0
         self.iterations = 0
         self.data_wait_seconds = 0.0
         self.training_seconds = 0.0
         self.learning_rate = float("nan")
 
-    def add(self, supervised_loss: torch.Tensor, unsupervised_loss: torch.Tensor, unsupervised_weight: float,
-            kept: torch.Tensor, pseudo_labels: torch.Tensor, true_labels: torch.Tensor, learning_rate: float,
+    def add(self, signals: IterationSignals, true_labels: torch.Tensor | None, learning_rate: float,
             data_wait_seconds: float, training_seconds: float) -> None:
-        """One iteration: `kept` is TorchSSL's per-image mask (confidence ≥ τ), `pseudo_labels` its argmax labels."""
-        kept = kept.detach().to(self.sums.device).double()
-        correct = (pseudo_labels.detach().to(self.sums.device) == true_labels.to(self.sums.device)).double()
-        supervised = supervised_loss.detach().to(self.sums.device).double()
-        unsupervised = unsupervised_loss.detach().to(self.sums.device).double()
-        self.sums += torch.stack([
-            supervised, unsupervised, supervised + unsupervised_weight * unsupervised,
-            kept.sum(), torch.tensor(float(kept.numel()), dtype=torch.float64, device=self.sums.device),
-            (kept * correct).sum(),
-        ])
+        """One iteration; `true_labels` are the hidden labels of its unlabeled images (None without pseudo-labels)."""
+        device = self.sums.device
+        supervised, unsupervised, total = (loss.detach().to(device).double() for loss in
+                                           (signals.supervised_loss, signals.unsupervised_loss, signals.total_loss))
+        kept_sum = unlabeled = correct = torch.zeros((), dtype=torch.float64, device=device)
+        if signals.kept is not None:
+            kept = signals.kept.detach().to(device).double()
+            pseudo_labels = signals.pseudo_labels.detach().to(device)
+            kept_sum, unlabeled = kept.sum(), torch.tensor(float(kept.numel()), dtype=torch.float64, device=device)
+            correct = (kept * (pseudo_labels == true_labels.to(device)).double()).sum()
+            classes = len(self.class_names)
+            self.class_sums[1] += torch.bincount(pseudo_labels, minlength=classes).double()
+            self.class_sums[2] += torch.bincount(pseudo_labels, weights=kept, minlength=classes)
+        if signals.class_thresholds is not None:
+            self.class_sums[0] += signals.class_thresholds.detach().to(device).double()
+            self.threshold_iterations += 1
+        self.sums += torch.stack([supervised, unsupervised, total, kept_sum, unlabeled, correct])
         self.iterations += 1
         self.learning_rate = float(learning_rate)
         self.data_wait_seconds += data_wait_seconds
@@ -105,7 +135,12 @@ class TrainingWindow:
         """The means since the last summary (one host synchronisation), then start afresh."""
         metrics = training_signal_metrics(self.sums.tolist(), self.iterations, self.learning_rate,
                                           self.training_seconds, self.data_wait_seconds)
+        thresholds, pseudo_label_counts, kept_counts = self.class_sums.tolist()
+        metrics.update(class_signal_metrics(thresholds, self.threshold_iterations, pseudo_label_counts, kept_counts,
+                                            self.class_names))
         self.sums.zero_()
+        self.class_sums.zero_()
+        self.threshold_iterations = 0
         self.iterations = 0
         self.data_wait_seconds = 0.0
         self.training_seconds = 0.0

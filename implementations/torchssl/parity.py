@@ -28,7 +28,7 @@ def trace(config: TrainConfig, data: ImageData, labeled_indices: np.ndarray, inp
     np.save(save_path / SPLIT_FILE, np.asarray(labeled_indices, dtype=np.int64))
     steps = len(inputs["steps"])
     args = build_torchssl_args(
-        read_reference_config(checkout.path, len(labeled_indices)), config.replace(iterations=steps),
+        read_reference_config(checkout.path, "fixmatch", len(labeled_indices)), config.replace(iterations=steps),
         num_labels=len(labeled_indices), num_classes=data.num_classes, save_dir=save_path.parent,
         save_name=save_path.name, gpu=0, num_workers=0, load_path=None)
     args["num_eval_iter"] = steps + 1  # evaluates after the first iteration and at the end only

@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
     spec = read_spec(argv, "implementations.torchssl.parity_child")
     if spec is None:
         return 2
-    make_torchssl_importable(spec["checkout"], emulate_cuda=True)
+    make_torchssl_importable(spec["checkout"], emulate_cuda=True, script="fixmatch")
     import fixmatch as torchssl_fixmatch  # TorchSSL's fixmatch.py
 
     serve_our_arrays({name: np.load(path) for name, path in spec["arrays"].items()})
