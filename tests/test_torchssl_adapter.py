@@ -32,7 +32,7 @@ from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 OUR_METRIC_NAMES = {value for key, value in vars(names).items() if key.startswith(("EVAL_", "TRAIN_"))
-                    and isinstance(value, str) and key != "EVAL_CLASS_ACCURACY_PREFIX"}
+                    and isinstance(value, str) and not key.endswith("_PREFIX")}
 
 
 def _checkout() -> Path:
@@ -273,7 +273,11 @@ def test_torchssl_trains_on_cpu_on_our_split_and_reports_under_our_names(tmp_pat
     assert all(matrix.sum() == len(run.data.test_labels) for _, matrix in sink.confusion)
     assert sink.steps_of(names.TRAIN_MASK_RATE) == [5, 10, 15, 20, 25, 30, 35, 40]
     logged = {name for _, metrics in sink.metrics for name in metrics}
-    assert logged - OUR_METRIC_NAMES == {names.EVAL_CLASS_ACCURACY_PREFIX + name for name in run.data.class_names}
+    every_class = {prefix + name for prefix in (names.EVAL_CLASS_ACCURACY_PREFIX, names.TRAIN_CLASS_THRESHOLD_PREFIX)
+                   for name in run.data.class_names}
+    mask_rates = logged - OUR_METRIC_NAMES - every_class  # of the classes pseudo-labelled in a window
+    assert every_class <= logged and mask_rates and all(
+        name.removeprefix(names.TRAIN_CLASS_MASK_RATE_PREFIX) in run.data.class_names for name in mask_rates)
     assert all(math.isfinite(value) for _, metrics in sink.metrics for value in metrics.values())
 
     used_split = np.load(run.work_dir / "torchssl" / "fixmatch_cifar10_40_0" / "sampled_label_idx.npy")

@@ -13,6 +13,8 @@ Every TorchSSL algorithm is a copy of the same program: a script `<script>.py` w
   per-image mask, the pseudo-labels and the unlabeled indices, under the names this table reads;
 - `resume_gap`: what its `save_model` leaves out, so that a resumed run does not continue the same
   training (None: only the data order and the random state differ, as for every TorchSSL run);
+- `given_labeled_split_only`: TorchSSL's fullysupervised trains on all the training labels (its README's
+  95.38 % is that top line); as our supervised baseline it is handed the labeled split as its training set;
 - `needs_process_group`: FreeMatch's and SoftMatch's scripts call `torch.distributed.barrier()` even when
   not distributed; the child gives them a process group of one (gloo), and nothing else changes.
 """
@@ -58,6 +60,9 @@ class TorchSSLAlgorithm:
     resume_gap: str | None = None
     # Its main_worker calls torch.distributed.barrier() even in a single process: it needs a process group (of one).
     needs_process_group: bool = False
+    # It trains on every training label it is given (fullysupervised, TorchSSL's top line): it is given our labeled
+    # split only, so that it is the supervised baseline of the same N labels.
+    given_labeled_split_only: bool = False
 
     @property
     def module(self) -> str:
@@ -127,7 +132,7 @@ _NO_CHECKPOINT = (f"its save_model writes nothing before iteration {NO_CHECKPOIN
 TORCHSSL_ALGORITHMS: dict[str, TorchSSLAlgorithm] = {
     "fixmatch": TorchSSLAlgorithm("fixmatch", "FixMatch", fixed_threshold_signals),
     "supervised": TorchSSLAlgorithm("fullysupervised", "FullySupervised", consistency_signals,
-                                    resume_gap=_NO_CHECKPOINT),
+                                    resume_gap=_NO_CHECKPOINT, given_labeled_split_only=True),
     "pseudolabel": TorchSSLAlgorithm("pseudolabel", "PseudoLabel", fixed_threshold_signals, resume_gap=_NO_CHECKPOINT),
     "pimodel": TorchSSLAlgorithm("pimodel", "PiModel", consistency_signals, resume_gap=_NO_CHECKPOINT),
     "meanteacher": TorchSSLAlgorithm("meanteacher", "MeanTeacher", consistency_signals,

@@ -145,6 +145,9 @@ class Bridge:
         self.train_labels = self.train_labels.to(device)
         remaining = max(0, int(args.num_train_iter) - self.start_iteration)
         loaders = dict(torchssl_model.loader_dict)
+        trained_on = len(loaders["train_lb"].dataset)
+        if self.algorithm.given_labeled_split_only and trained_on != len(self.expected_labeled):
+            raise RuntimeError(f"TorchSSL trains on {trained_on} labeled images, not on our {len(self.expected_labeled)}")
         for name in ("train_lb", "train_ulb"):  # fullysupervised has no unlabeled loader
             if name in loaders:
                 loaders[name] = TimedBatches(loaders[name], remaining, self._batch_waited)
@@ -208,7 +211,7 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     """Wrap TorchSSL's functions (see the module docstring); TorchSSL's own code is not changed."""
     torchssl_module = importlib.import_module(bridge.algorithm.module)  # e.g. models.fixmatch.fixmatch
     torchssl_class = getattr(torchssl_module, bridge.algorithm.class_name)
-    serve_our_arrays(arrays)
+    serve_our_arrays(arrays, bridge.expected_labeled if bridge.algorithm.given_labeled_split_only else None)
     check_split(bridge)
     wrap_train(bridge, torchssl_class)
     wrap_evaluate(bridge, torchssl_class)
@@ -338,13 +341,16 @@ def silence_curves() -> None:
     train_utils.TBLog.update = lambda self, tb_dict, it, suffix=None, mode="train": None
 
 
-def serve_our_arrays(arrays: dict[str, np.ndarray]) -> None:
-    """TorchSSL's `SSL_Dataset.get_data` returns our image arrays instead of downloading CIFAR-10."""
+def serve_our_arrays(arrays: dict[str, np.ndarray], labeled_only: np.ndarray | None = None) -> None:
+    """TorchSSL's `SSL_Dataset.get_data` returns our image arrays instead of downloading CIFAR-10; with
+    `labeled_only`, the training set is those images (our labeled split) alone."""
     import datasets.ssl_dataset as ssl_dataset
 
     def get_data(self, svhn_extra=True):
         if self.name.lower() != "cifar10":
             raise RuntimeError(f"the adapter provides CIFAR-10 only, TorchSSL asked for {self.name}")
+        if self.train and labeled_only is not None:
+            return arrays["train_images"][labeled_only], arrays["train_labels"][labeled_only].tolist()
         if self.train:
             return arrays["train_images"], arrays["train_labels"].tolist()
         return arrays["test_images"], arrays["test_labels"].tolist()
