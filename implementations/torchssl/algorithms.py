@@ -63,6 +63,8 @@ class TorchSSLAlgorithm:
     # It trains on every training label it is given (fullysupervised, TorchSSL's top line): it is given our labeled
     # split only, so that it is the supervised baseline of the same N labels.
     given_labeled_split_only: bool = False
+    # How the method differs from the others, for the methods own does not have (own's are in its method files).
+    traits: Mapping[str, str] | None = None
 
     @property
     def module(self) -> str:
@@ -129,6 +131,44 @@ NO_CHECKPOINT_BEFORE = 1_000_000
 _NO_CHECKPOINT = (f"its save_model writes nothing before iteration {NO_CHECKPOINT_BEFORE:,}, so a run stopped "
                   "before then starts again from iteration 0")
 
+REMIXMATCH_TRAITS = {
+    "target for an unlabeled image": "the prediction on its weak view, aligned to the labeled class distribution "
+                                     "and sharpened (T)",
+    "views of an unlabeled image": "one weak, two strong, and a rotated strong one (rotation loss)",
+    "which targets count": "all",
+    "unlabeled loss": "cross-entropy on the mixed batch, plus on one strong view before mixing, plus rotation",
+    "mixing": "MixUp (α) of labeled and unlabeled images",
+    "weight of the unlabeled loss": "w_match = 1.5 and w_kl = 0.5, ramped up over 1/64 of training; w_rot = 0.5",
+    "state beyond the weights": "the running class distribution of its predictions (distribution alignment)",
+}
+VAT_TRAITS = {
+    "target for an unlabeled image": "the prediction on its weak view (soft)",
+    "views of an unlabeled image": "one weak view and its adversarial perturbation (ε = 6)",
+    "which targets count": "all",
+    "unlabeled loss": "KL divergence of the prediction under the perturbation, plus entropy minimisation (0.06)",
+    "mixing": "none",
+    "weight of the unlabeled loss": "λ, ramped up linearly",
+    "state beyond the weights": "none",
+}
+FREEMATCH_TRAITS = {
+    "target for an unlabeled image": "the argmax of the prediction on its weak view (a hard pseudo-label)",
+    "views of an unlabeled image": "weak (target) and strong (trained)",
+    "which targets count": "those with confidence ≥ a self-adaptive per-class threshold τ_t·p̃_t(c)/max p̃_t",
+    "unlabeled loss": "cross-entropy",
+    "mixing": "none",
+    "weight of the unlabeled loss": "λ, constant (freematch.py has no fairness term)",
+    "state beyond the weights": "moving averages of the confidence and of the class distribution",
+}
+SOFTMATCH_TRAITS = {
+    "target for an unlabeled image": "the argmax of the prediction on its weak view after distribution alignment",
+    "views of an unlabeled image": "weak (target) and strong (trained)",
+    "which targets count": "all, weighted by a truncated Gaussian of the confidence",
+    "unlabeled loss": "weighted cross-entropy",
+    "mixing": "none",
+    "weight of the unlabeled loss": "λ, constant",
+    "state beyond the weights": "moving averages of the confidence's mean and variance and of the class distributions",
+}
+
 TORCHSSL_ALGORITHMS: dict[str, TorchSSLAlgorithm] = {
     "fixmatch": TorchSSLAlgorithm("fixmatch", "FixMatch", fixed_threshold_signals),
     "supervised": TorchSSLAlgorithm("fullysupervised", "FullySupervised", consistency_signals,
@@ -146,19 +186,21 @@ TORCHSSL_ALGORITHMS: dict[str, TorchSSLAlgorithm] = {
                                      how="its per-class thresholds from scratch, in the warm-up")),
     "remixmatch": TorchSSLAlgorithm(
         "remixmatch", "ReMixMatch", consistency_signals,
-        resume_gap=_NO_CHECKPOINT + "; nor would it save its distribution alignment's running class distribution"),
-    "vat": TorchSSLAlgorithm("vat", "Vat", consistency_signals, {"unsupervised_weight": "vat_weight"}),
+        resume_gap=_NO_CHECKPOINT + "; nor would it save its distribution alignment's running class distribution",
+        traits=REMIXMATCH_TRAITS),
+    "vat": TorchSSLAlgorithm("vat", "Vat", consistency_signals, {"unsupervised_weight": "vat_weight"},
+                             traits=VAT_TRAITS),
     "freematch": TorchSSLAlgorithm(
         "freematch", "FreeMatch", freematch_signals,
         resume_gap=_NOT_SAVED.format(what="its self-adaptive threshold and class distribution (time_p, p_model, "
                                           "label_hist), and saves an iteration count one behind",
                                      how="its thresholds afresh and trains one iteration twice"),
-        needs_process_group=True),
+        needs_process_group=True, traits=FREEMATCH_TRAITS),
     "softmatch": TorchSSLAlgorithm(
         "softmatch", "SoftMatch", softmatch_signals,
         resume_gap=_NOT_SAVED.format(what="the running confidence mean and variance and class distributions of its "
                                           "weighting (prob_max_mu_t, prob_max_var_t, lb/ulb_prob_t), and saves an "
                                           "iteration count one behind",
                                      how="its weighting afresh and trains one iteration twice"),
-        needs_process_group=True),
+        needs_process_group=True, traits=SOFTMATCH_TRAITS),
 }

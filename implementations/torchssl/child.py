@@ -183,6 +183,7 @@ class Bridge:
         if done % self.log_interval == 0 or done == self.args.num_train_iter:
             self.channel.send("metrics", step=done, metrics=self.window.summarise())
         if done % self.checkpoint_interval == 0 or time.monotonic() - self.last_checkpoint_time > self.checkpoint_seconds:
+            self.last_checkpoint_time = time.monotonic()  # also when the algorithm saves nothing yet
             torchssl_model.save_model(self.checkpoint_name, os.path.join(self.args.save_dir, self.args.save_name))
         if os.getppid() != self.parent_pid:
             os._exit(EXIT_FAILED)  # the adapter is gone (killed): nobody reads our numbers any more
@@ -190,7 +191,6 @@ class Bridge:
         self.paused_seconds = 0.0
 
     def checkpointed(self) -> None:
-        self.last_checkpoint_time = time.monotonic()
         self.channel.send("checkpoint", step=self.iterations_done)
 
     def on_evaluation(self, torchssl_eval: dict) -> None:
