@@ -156,7 +156,9 @@ class Algorithm:
     name: str  # as TorchSSL names its script
     title: str  # the paper
     # TrainConfig fields where the method's defaults differ from FixMatch's: TorchSSL's CIFAR-10 config at the
-    # pinned commit (config/<name>/<name>_cifar10_*_0.yaml, else its script's argument defaults).
+    # pinned commit (config/<name>/<name>_cifar10_*_0.yaml, else its script's argument defaults). Only the
+    # differences: where a preset scales FixMatch's setting (the cpu preset's μ = 3), a method with FixMatch's
+    # value follows it.
     defaults: Mapping[str, object] = field(default_factory=dict)
     reads: frozenset[str] = frozenset()  # the fields of METHOD_FIELDS it reads
     unlabeled: bool = True  # False: it trains on the labeled split only
@@ -173,34 +175,32 @@ ALGORITHMS: dict[str, Algorithm] = {algorithm.name: algorithm for algorithm in (
     Algorithm("supervised", "Supervised baseline: the labeled split only (TorchSSL's fullysupervised)",
               unlabeled=False),
     Algorithm("pseudolabel", "Pseudo-Label (Lee, ICML 2013 workshop), with a confidence threshold as in TorchSSL",
-              {"unlabeled_ratio": 1, "unsupervised_weight": 1.0, "threshold": 0.95, "unsupervised_warmup": 0.4},
+              {"unlabeled_ratio": 1},
               _UNLABELED | {"threshold", "unsupervised_warmup"}),
     Algorithm("pimodel", "Π-model (Laine & Aila, ICLR 2017, Section 2.1)",
-              {"unlabeled_ratio": 1, "unsupervised_weight": 10.0, "unsupervised_warmup": 0.4},
+              {"unlabeled_ratio": 1, "unsupervised_weight": 10.0},
               _UNLABELED | {"unsupervised_warmup"}),
     Algorithm("meanteacher", "Mean Teacher (Tarvainen & Valpola, NeurIPS 2017)",
-              {"unlabeled_ratio": 1, "unsupervised_weight": 50.0, "unsupervised_warmup": 0.4},
+              {"unlabeled_ratio": 1, "unsupervised_weight": 50.0},
               _UNLABELED | {"unsupervised_warmup"}),
     Algorithm("mixmatch", "MixMatch (Berthelot et al., NeurIPS 2019, arXiv:1905.02249), Algorithm 1",
-              {"unlabeled_ratio": 1, "unsupervised_weight": 100.0, "unsupervised_warmup": 0.4,
-               "sharpen_temperature": 0.5, "mixup_alpha": 0.5},
+              {"unlabeled_ratio": 1, "unsupervised_weight": 100.0},
               _UNLABELED | {"unsupervised_warmup", "sharpen_temperature", "mixup_alpha"}),
     Algorithm("uda", "UDA (Xie et al., NeurIPS 2020, arXiv:1904.12848), as in its CIFAR-10 code",
-              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0, "threshold": 0.8, "sharpen_temperature": 0.4},
+              {"threshold": 0.8, "sharpen_temperature": 0.4},
               _UNLABELED | {"threshold", "sharpen_temperature"}),
     Algorithm("flexmatch", "FlexMatch (Zhang et al., NeurIPS 2021, arXiv:2110.08263), Curriculum Pseudo Labeling",
-              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0, "threshold": 0.95, "threshold_warmup": True},
-              _UNLABELED | {"threshold", "threshold_warmup"}),
+              {}, _UNLABELED | {"threshold", "threshold_warmup"}),
     Algorithm("remixmatch", "ReMixMatch (Berthelot et al., ICLR 2020, arXiv:1911.09785)",
-              {"unlabeled_ratio": 1, "sharpen_temperature": 0.5, "mixup_alpha": 0.75},
+              {"unlabeled_ratio": 1, "mixup_alpha": 0.75},
               frozenset({"unlabeled_ratio", "sharpen_temperature", "mixup_alpha"})),
     Algorithm("vat", "VAT (Miyato et al., TPAMI 2018, arXiv:1704.03976), with entropy minimisation",
-              {"unlabeled_ratio": 1, "unsupervised_weight": 0.3, "unsupervised_warmup": 0.4},
+              {"unlabeled_ratio": 1, "unsupervised_weight": 0.3},
               _UNLABELED | {"unsupervised_warmup"}),
     Algorithm("freematch", "FreeMatch (Wang et al., ICLR 2023, arXiv:2205.07246), self-adaptive thresholds",
-              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0}, _UNLABELED),
+              {}, _UNLABELED),
     Algorithm("softmatch", "SoftMatch (Chen et al., ICLR 2023, arXiv:2301.10921), soft weights of confidence",
-              {"unlabeled_ratio": 7, "unsupervised_weight": 1.0}, _UNLABELED),
+              {}, _UNLABELED),
 )}
 
 
