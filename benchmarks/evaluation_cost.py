@@ -55,7 +55,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work_dir:
         run = RunInputs(config, data, split.labeled_indices, split.digest, Path(work_dir))
         device = torch.device("cpu")
-        training = OwnTraining(config, data.num_classes, device)
+        training = OwnTraining(config, data.num_classes, len(data.train_images), device)
         evaluator = Evaluator(run, device)
         evaluator.evaluate(training.ema.module, Progress(), KeepingSink())  # warm-up
         seconds = []

@@ -9,15 +9,15 @@ config holds them, and TorchSSL's sheet applies what TorchSSL does whatever the 
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict, dataclass
 
 from implementations.interface import ALGORITHMS, TrainConfig
 from implementations.ledger import TORCHSSL_FIXED
+from implementations.own.methods import own_method
 
 
 OWN_FILES = (
-    "implementations/own/fixmatch.py (optimiser, schedule, EMA, FixMatch's and the supervised loss)",
+    "implementations/own/fixmatch.py (optimiser, schedule, EMA, FixMatch's loss)",
     "implementations/own/augment.py, implementations/own/augment_batched.py (weak and strong augmentation)",
     "implementations/own/wide_resnet.py (network)",
     "implementations/own/trainer.py (loop, evaluation, checkpoints)",
@@ -51,9 +51,9 @@ def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
     else:
         evaluation = f"every {config.eval_interval:,} iterations and at the end"
         files = OWN_FILES
-        if config.algorithm not in ("fixmatch", "supervised"):  # those two are in fixmatch.py
+        if config.algorithm != "fixmatch":  # its loss is in fixmatch.py, with the recipe
             files = (f"implementations/own/{config.algorithm}.py (the loss)", *files)
-    uses_strong = config.algorithm == "fixmatch"
+    uses_strong = "strong" in own_method(config.algorithm).VIEWS
     aspects = [
         ("loss", _loss(config)),
         ("weak augmentation", "random horizontal flip, then a random 32×32 crop of the image reflect-padded by 4 px"),
@@ -73,31 +73,11 @@ def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
 
 def traits(algorithm: str) -> dict[str, str]:
     """What the method's own file says sets it apart (its TRAITS)."""
-    if algorithm == "supervised":
-        return dict(importlib.import_module("implementations.own.fixmatch").SUPERVISED_TRAITS)
-    return dict(importlib.import_module(f"implementations.own.{algorithm}").TRAITS)
+    return dict(own_method(algorithm).TRAITS)
 
 
 def _loss(config: TrainConfig) -> str:
-    labeled = f"ℓ_s = cross-entropy on the weak view of B = {config.labeled_batch_size} labeled images"
-    unlabeled = f"μB = {config.unlabeled_batch_size} unlabeled images"
-    ramp = (f"λ(t) = λ·min(1, t/(w·K)), λ = {config.unsupervised_weight:g}, w = {config.unsupervised_warmup:g}"
-            if config.unsupervised_warmup > 0 else f"λ = {config.unsupervised_weight:g} throughout")
-    if config.algorithm == "supervised":
-        return labeled
-    if config.algorithm == "fixmatch":
-        return (f"ℓ = ℓ_s + λ·ℓ_u, λ = {config.unsupervised_weight:g}; {labeled}; "
-                f"ℓ_u = 1/(μB)·Σ 1[max q ≥ τ]·CE(argmax q, f(strong(u))) over {unlabeled}, τ = {config.threshold:g}, "
-                "q = softmax of the weak view (no gradient); one forward pass over [weak(x); weak(u); strong(u)]")
-    if config.algorithm == "pseudolabel":
-        return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp}; {labeled}; ℓ_u = 1/(μB)·Σ 1[max p ≥ τ]·CE(argmax p, f(weak(u))) "
-                f"over {unlabeled}, τ = {config.threshold:g}, p = softmax of the same forward pass (no gradient)")
-    if config.algorithm == "pimodel":
-        return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp}; {labeled}; ℓ_u = 1/(C·μB)·Σ ‖softmax f(weak₁(u)) − softmax "
-                f"f(weak₂(u))‖² over {unlabeled}, two independent weak views, gradient through both")
-    return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp}; {labeled}; ℓ_u = 1/(C·μB)·Σ ‖softmax f_θ(weak₁(u)) − softmax "
-            f"f_θ'(weak₂(u))‖² over {unlabeled}; the teacher θ' is the EMA of the weights (decay "
-            f"{config.ema_decay:g}), in training mode, without gradient")
+    return own_method(config.algorithm).describe_loss(config)
 
 
 def _strong_augmentation(config: TrainConfig) -> str:

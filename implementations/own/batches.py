@@ -18,25 +18,16 @@ import torch
 
 from implementations.interface import ImageData, TrainConfig
 from implementations.own import augment, augment_batched
-
-
-# The views of the unlabeled batch each algorithm learns from, in the order they are drawn: "weak" is flip +
-# crop, "strong" adds RandAugment and Cutout; two "weak" are two independent draws of the same images.
-UNLABELED_VIEWS: dict[str, tuple[str, ...]] = {
-    "fixmatch": ("weak", "strong"),
-    "supervised": (),
-    "pseudolabel": ("weak",),
-    "pimodel": ("weak", "weak"),
-    "meanteacher": ("weak", "weak"),
-}
+from implementations.own.methods import own_method
 
 
 @dataclass
 class Batch:
     labeled_images: torch.Tensor  # normalised float, weakly augmented
     labels: torch.Tensor
-    unlabeled_views: tuple[torch.Tensor, ...]  # the unlabeled batch as UNLABELED_VIEWS[algorithm] (empty: none)
+    unlabeled_views: tuple[torch.Tensor, ...]  # the unlabeled batch as the method's VIEWS (empty: none)
     unlabeled_true_labels: torch.Tensor | None  # hidden from training; only for pseudo-label accuracy
+    unlabeled_indices: torch.Tensor | None = None  # of the unlabeled images in the training set
 
     @property
     def weak_images(self) -> torch.Tensor | None:
@@ -67,7 +58,7 @@ class TrainingBatches:
                               generator=self.generator, device=self.device)
         labeled = self.labeled_indices[picks]
         labeled_images = self._augment(self._gather(labeled), strong=False)
-        views = UNLABELED_VIEWS[config.algorithm]
+        views = own_method(config.algorithm).VIEWS
         if not views:
             return Batch(labeled_images, self.train_labels[labeled], (), None)
         unlabeled = torch.randint(len(self.train_images), (config.unlabeled_batch_size,),
@@ -78,6 +69,7 @@ class TrainingBatches:
             self.train_labels[labeled],
             tuple(self._augment(unlabeled_images, strong=view == "strong") for view in views),
             self.train_labels[unlabeled],
+            unlabeled,
         )
 
     def _gather(self, indices: torch.Tensor) -> torch.Tensor | np.ndarray:

@@ -21,7 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from implementations.own.step_loss import StepLoss
+from implementations.interface import TrainConfig
+from implementations.own.step_loss import (
+    StepInputs,
+    StepLoss,
+    labeled_loss_words,
+    unlabeled_batch_words,
+)
+
+VIEWS = ("weak", "strong")  # of each unlabeled image, in the order the batch draws them
 
 # How FixMatch differs from the other methods (the report's "How the methods differ" table).
 TRAITS = {
@@ -33,15 +41,17 @@ TRAITS = {
     "weight of the unlabeled loss": "λ, constant",
     "state beyond the weights": "none",
 }
-SUPERVISED_TRAITS = {
-    "target for an unlabeled image": "none: unlabeled images are not used",
-    "views of an unlabeled image": "none",
-    "which targets count": "–",
-    "unlabeled loss": "none",
-    "mixing": "none",
-    "weight of the unlabeled loss": "–",
-    "state beyond the weights": "none",
-}
+
+# The loss is TorchSSL's; where the recipe every method shares differs (network, augmentation, optimisation,
+# evaluation) is implementations/ledger.py.
+DIFFERENCES_FROM_TORCHSSL: tuple[str, ...] = ()
+
+
+def describe_loss(config: TrainConfig) -> str:
+    return (f"ℓ = ℓ_s + λ·ℓ_u, λ = {config.unsupervised_weight:g}; {labeled_loss_words(config)}; "
+            f"ℓ_u = 1/(μB)·Σ 1[max q ≥ τ]·CE(argmax q, f(strong(u))) over {unlabeled_batch_words(config)}, "
+            f"τ = {config.threshold:g}, q = softmax of the weak view (no gradient); one forward pass over "
+            "[weak(x); weak(u); strong(u)]")
 
 
 def fixmatch_loss(
@@ -83,12 +93,10 @@ def fixmatch_step(
     return loss
 
 
-def supervised_step(model: nn.Module, labeled_images: torch.Tensor, labels: torch.Tensor) -> StepLoss:
-    """The supervised-only baseline (λ = 0, no unlabeled batch), reported in the same shape."""
-    logits = model(labeled_images)
-    supervised = F.cross_entropy(logits.float(), labels)
-    empty = labels.new_zeros(0)
-    return StepLoss(supervised, supervised, torch.zeros_like(supervised), empty.float(), empty, logits)
+def step(inputs: StepInputs) -> StepLoss:
+    weak_images, strong_images = inputs.unlabeled_views
+    return fixmatch_step(inputs.model, inputs.labeled_images, inputs.labels, weak_images, strong_images,
+                         inputs.config.threshold, inputs.config.unsupervised_weight)
 
 
 def build_optimizer(model: nn.Module, learning_rate: float, momentum: float, nesterov: bool,

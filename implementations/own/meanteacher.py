@@ -21,8 +21,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from implementations.interface import TrainConfig
 from implementations.own.pimodel import squared_difference_of_predictions
-from implementations.own.step_loss import StepLoss
+from implementations.own.step_loss import (
+    StepInputs,
+    StepLoss,
+    labeled_loss_words,
+    ramp_words,
+    unlabeled_batch_words,
+)
+
+VIEWS = ("weak", "weak")  # the student's and the teacher's, two independent draws
 
 # How Mean Teacher differs from the other methods (the report's "How the methods differ" table).
 TRAITS = {
@@ -34,6 +43,19 @@ TRAITS = {
     "weight of the unlabeled loss": "λ, ramped up linearly",
     "state beyond the weights": "the teacher: the EMA of the weights (checkpointed with the run)",
 }
+
+DIFFERENCES_FROM_TORCHSSL = (
+    ("Batch norm: own forwards the student over [x; weak₁(u)] in one pass, so batch norm normalises and updates "
+     "its running statistics over both together; TorchSSL forwards x, then weak₁(u) with the running statistics "
+     "frozen (normalised by its own batch statistics, the running statistics from x alone). The teacher is in "
+     "training mode in both, on its view's batch statistics."),
+)
+
+
+def describe_loss(config: TrainConfig) -> str:
+    return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp_words(config)}; {labeled_loss_words(config)}; ℓ_u = 1/(C·μB)·Σ ‖softmax "
+            f"f_θ(weak₁(u)) − softmax f_θ'(weak₂(u))‖² over {unlabeled_batch_words(config)}; the teacher θ' is the "
+            f"EMA of the weights (decay {config.ema_decay:g}), in training mode, without gradient")
 
 
 def mean_teacher_loss(labeled_logits: torch.Tensor, labels: torch.Tensor, student_logits: torch.Tensor,
@@ -55,3 +77,9 @@ def mean_teacher_step(student: nn.Module, teacher: nn.Module, labeled_images: to
     loss = mean_teacher_loss(labeled_logits, labels, student_logits, teacher_logits, unsupervised_weight)
     loss.logits = logits
     return loss
+
+
+def step(inputs: StepInputs) -> StepLoss:
+    student_view, teacher_view = inputs.unlabeled_views
+    return mean_teacher_step(inputs.model, inputs.teacher, inputs.labeled_images, inputs.labels, student_view,
+                             teacher_view, inputs.ramped_weight)

@@ -43,7 +43,7 @@ def threshold_between_confidences(config: TrainConfig, num_classes: int, batch: 
 def trace(config: TrainConfig, num_classes: int, batches: list[Batch]) -> dict:
     """The initial weights (state_dict order) and, after each step, what parity compares."""
     torch.manual_seed(config.seed)
-    training = OwnTraining(config, num_classes, CPU)
+    training = OwnTraining(config, num_classes, unlabeled_images=0, device=CPU)  # FixMatch keeps no per-image state
     model = training.model
     state = model.state_dict()
     recorded = {"state_names": list(state), "initialisation": [tensor.detach().clone() for tensor in state.values()],

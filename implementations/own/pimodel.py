@@ -19,7 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from implementations.own.step_loss import StepLoss
+from implementations.interface import TrainConfig
+from implementations.own.step_loss import (
+    StepInputs,
+    StepLoss,
+    labeled_loss_words,
+    ramp_words,
+    unlabeled_batch_words,
+)
+
+VIEWS = ("weak", "weak")  # two independent draws
 
 # How the Π-model differs from the other methods (the report's "How the methods differ" table).
 TRAITS = {
@@ -31,6 +40,20 @@ TRAITS = {
     "weight of the unlabeled loss": "λ, ramped up linearly",
     "state beyond the weights": "none",
 }
+
+DIFFERENCES_FROM_TORCHSSL = (
+    ("Gradient: own's flows through both predictions, as in the paper (Section 2.1); TorchSSL detaches the "
+     "second view's (models/pimodel/pimodel_utils.py, consistency_loss), which makes it a target."),
+    ("Batch norm: own forwards [x; weak₁(u); weak₂(u)] in one pass, so batch norm normalises and updates its "
+     "running statistics over all three together; TorchSSL forwards x, then each view separately with its running "
+     "statistics frozen (each view normalised by its own batch statistics, the running statistics from x alone)."),
+)
+
+
+def describe_loss(config: TrainConfig) -> str:
+    return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp_words(config)}; {labeled_loss_words(config)}; ℓ_u = 1/(C·μB)·Σ ‖softmax "
+            f"f(weak₁(u)) − softmax f(weak₂(u))‖² over {unlabeled_batch_words(config)}, two independent weak views, "
+            "gradient through both")
 
 
 def squared_difference_of_predictions(logits: torch.Tensor, other_logits: torch.Tensor) -> torch.Tensor:
@@ -52,3 +75,9 @@ def pi_model_step(model: nn.Module, labeled_images: torch.Tensor, labels: torch.
     loss = pi_model_loss(labeled_logits, labels, first_logits, second_logits, unsupervised_weight)
     loss.logits = logits
     return loss
+
+
+def step(inputs: StepInputs) -> StepLoss:
+    first_view, second_view = inputs.unlabeled_views
+    return pi_model_step(inputs.model, inputs.labeled_images, inputs.labels, first_view, second_view,
+                         inputs.ramped_weight)

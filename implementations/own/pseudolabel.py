@@ -19,7 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from implementations.own.step_loss import StepLoss
+from implementations.interface import TrainConfig
+from implementations.own.step_loss import (
+    StepInputs,
+    StepLoss,
+    labeled_loss_words,
+    ramp_words,
+    unlabeled_batch_words,
+)
+
+VIEWS = ("weak",)
 
 # How Pseudo-Label differs from the other methods (the report's "How the methods differ" table).
 TRAITS = {
@@ -31,6 +40,19 @@ TRAITS = {
     "weight of the unlabeled loss": "λ, ramped up linearly",
     "state beyond the weights": "none",
 }
+
+DIFFERENCES_FROM_TORCHSSL = (
+    ("Batch norm: own forwards [x; u] in one pass, so batch norm normalises and updates its running statistics "
+     "over labeled and unlabeled images together; TorchSSL forwards x, then u with its running statistics frozen "
+     "(u normalised by its own batch statistics, the running statistics from x alone)."),
+)
+
+
+def describe_loss(config: TrainConfig) -> str:
+    return (f"ℓ = ℓ_s + λ(t)·ℓ_u, {ramp_words(config)}; {labeled_loss_words(config)}; "
+            f"ℓ_u = 1/(μB)·Σ 1[max p ≥ τ]·CE(argmax p, f(weak(u))) over {unlabeled_batch_words(config)}, "
+            f"τ = {config.threshold:g}, p = softmax of the same forward pass (no gradient); one forward pass over "
+            "[weak(x); weak(u)]")
 
 
 def pseudo_label_loss(labeled_logits: torch.Tensor, labels: torch.Tensor, unlabeled_logits: torch.Tensor,
@@ -49,3 +71,9 @@ def pseudo_label_step(model: nn.Module, labeled_images: torch.Tensor, labels: to
     loss = pseudo_label_loss(labeled_logits, labels, unlabeled_logits, threshold, unsupervised_weight)
     loss.logits = logits
     return loss
+
+
+def step(inputs: StepInputs) -> StepLoss:
+    (unlabeled_images,) = inputs.unlabeled_views
+    return pseudo_label_step(inputs.model, inputs.labeled_images, inputs.labels, unlabeled_images,
+                             inputs.config.threshold, inputs.ramped_weight)

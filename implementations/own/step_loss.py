@@ -1,11 +1,29 @@
-"""What one training step of any method hands the shared loop (trainer.py), and the ramp-up of the weight of
-the unlabeled loss that several methods share."""
+"""What the shared loop (trainer.py) hands one training step of any method (`StepInputs`), what the step hands
+back (`StepLoss`), the ramp-up of the weight of the unlabeled loss that several methods share, and the phrases
+their method sheets share."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
+from implementations.interface import TrainConfig
+
+
+@dataclass
+class StepInputs:
+    model: nn.Module  # the trained model (compiled when config.compile)
+    teacher: nn.Module  # the exponential moving average of its weights (the model the loop evaluates)
+    labeled_images: torch.Tensor  # B, weakly augmented
+    labels: torch.Tensor
+    unlabeled_views: tuple[torch.Tensor, ...]  # the unlabeled batch, one tensor per entry of the method's VIEWS
+    unlabeled_indices: torch.Tensor | None  # of the unlabeled images in the training set (None: no unlabeled batch)
+    ramped_weight: float  # λ(t) = linear_rampup(λ, t, K, w): for the methods that ramp λ up; the others read λ
+    num_classes: int
+    config: TrainConfig
+    state: object | None  # the method's state beyond the weights (FlexMatch's pseudo-labels), else None
 
 
 @dataclass
@@ -23,3 +41,20 @@ def linear_rampup(weight: float, iterations_done: int, total_iterations: int, wa
     if warmup_fraction <= 0:
         return weight
     return weight * min(1.0, iterations_done / (warmup_fraction * total_iterations))
+
+
+# Phrases the methods' describe_loss share (implementations/method_sheet.py records them with every run).
+
+def labeled_loss_words(config: TrainConfig) -> str:
+    return f"ℓ_s = cross-entropy on the weak view of B = {config.labeled_batch_size} labeled images"
+
+
+def unlabeled_batch_words(config: TrainConfig) -> str:
+    return f"μB = {config.unlabeled_batch_size} unlabeled images"
+
+
+def ramp_words(config: TrainConfig) -> str:
+    if config.unsupervised_warmup > 0:
+        return (f"λ(t) = λ·min(1, t/(w·K)), λ = {config.unsupervised_weight:g}, "
+                f"w = {config.unsupervised_warmup:g}")
+    return f"λ = {config.unsupervised_weight:g} throughout"

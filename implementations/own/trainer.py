@@ -1,7 +1,7 @@
 """The training loop of the own implementation, in named stages: build (`OwnTraining`), restore
 (`Checkpoint`), step (`OwnTraining.step`), and the end-of-iteration bookkeeping (training signals,
-evaluation, checkpoints). Each method is in its own file (fixmatch.py, pseudolabel.py, pimodel.py,
-meanteacher.py); this loop is the same for all.
+evaluation, checkpoints). Each method is one small unit in its own file (methods.py lists them); this loop is
+the same for all.
 
 A checkpoint is written at every `checkpoint_interval` iterations, and also once `checkpoint_minutes` of
 training have passed since the last one, so that an interruption costs minutes. Each written checkpoint
@@ -33,17 +33,9 @@ from implementations.interface import (
 from implementations.own.augment_batched import normalize
 from implementations.own.batches import Batch, TrainingBatches
 from implementations.own.evaluate import classification_metrics
-from implementations.own.fixmatch import (
-    WeightEMA,
-    build_optimizer,
-    cosine_schedule,
-    fixmatch_step,
-    supervised_step,
-)
-from implementations.own.meanteacher import mean_teacher_step
-from implementations.own.pimodel import pi_model_step
-from implementations.own.pseudolabel import pseudo_label_step
-from implementations.own.step_loss import StepLoss, linear_rampup
+from implementations.own.fixmatch import WeightEMA, build_optimizer, cosine_schedule
+from implementations.own.methods import new_method_state, own_method
+from implementations.own.step_loss import StepInputs, StepLoss, linear_rampup
 from implementations.own.wide_resnet import WideResNet
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -83,11 +75,15 @@ def build_model(config: TrainConfig, num_classes: int) -> WideResNet:
 
 
 class OwnTraining:
-    """The model, optimiser, schedule, gradient scaler and EMA of one run, stepped one batch at a time with the
-    configured method's loss (fixmatch.py, pseudolabel.py, pimodel.py, meanteacher.py)."""
+    """The model, optimiser, schedule, gradient scaler, EMA and method state of one run, stepped one batch at a
+    time with the configured method's loss (its file in implementations/own, methods.py)."""
 
-    def __init__(self, config: TrainConfig, num_classes: int, device: torch.device):
+    def __init__(self, config: TrainConfig, num_classes: int, unlabeled_images: int, device: torch.device):
         self.config = config
+        self.num_classes = num_classes
+        self.method = own_method(config.algorithm)
+        # Beyond the weights, for a method that keeps per-image state; None for the five methods so far.
+        self.method_state = new_method_state(config.algorithm, unlabeled_images, device)
         self.autocast = autocast_dtype(config.precision, device)
         self.model = build_model(config, num_classes).to(device)
         if config.channels_last:
@@ -118,22 +114,14 @@ class OwnTraining:
 
     def _loss(self, batch: Batch) -> StepLoss:
         """The configured method's loss of this batch (its file holds its equations)."""
-        config, model = self.config, self.forward_model
-        x, labels, views = batch.labeled_images, batch.labels, batch.unlabeled_views
-        # λ(t) for the methods that ramp it up; the schedule counts the iterations done, and resumes with them.
-        weight = linear_rampup(config.unsupervised_weight, self.scheduler.last_epoch, config.iterations,
-                               config.unsupervised_warmup)
-        if config.algorithm == "supervised":
-            return supervised_step(model, x, labels)
-        if config.algorithm == "fixmatch":
-            return fixmatch_step(model, x, labels, *views, config.threshold, config.unsupervised_weight)
-        if config.algorithm == "pseudolabel":
-            return pseudo_label_step(model, x, labels, *views, config.threshold, weight)
-        if config.algorithm == "pimodel":
-            return pi_model_step(model, x, labels, *views, weight)
-        if config.algorithm == "meanteacher":
-            return mean_teacher_step(model, self.ema.module, x, labels, *views, weight)
-        raise ValueError(f"own has no algorithm '{config.algorithm}'")
+        config = self.config
+        return self.method.step(StepInputs(
+            model=self.forward_model, teacher=self.ema.module, labeled_images=batch.labeled_images,
+            labels=batch.labels, unlabeled_views=batch.unlabeled_views, unlabeled_indices=batch.unlabeled_indices,
+            # λ(t) for the methods that ramp it up; the schedule counts the iterations done, and resumes with them.
+            ramped_weight=linear_rampup(config.unsupervised_weight, self.scheduler.last_epoch, config.iterations,
+                                        config.unsupervised_warmup),
+            num_classes=self.num_classes, config=config, state=self.method_state))
 
     def raise_if_weights_non_finite(self, iteration: int) -> None:
         """A finite loss can still leave NaN or infinite weights (a huge step); such weights are no checkpoint."""
@@ -145,7 +133,7 @@ class OwnTraining:
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict()}
+                "scaler": self.scaler.state_dict(), "method_state": self.method_state}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -153,6 +141,8 @@ class OwnTraining:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+        if "method_state" in state:  # checkpoints written before methods had state have none
+            self.method_state = state["method_state"]
 
 
 @dataclass
@@ -308,7 +298,7 @@ def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
     step (which pays for allocations and kernel choices), batches and augmentation included."""
     device = torch.device(resolve_device(config.device))
     torch.manual_seed(config.seed)
-    training = OwnTraining(config, data.num_classes, device)
+    training = OwnTraining(config, data.num_classes, len(data.train_images), device)
     batches = TrainingBatches(data, labeled_indices, config, device)
     training.step(batches.next())
     if device.type == "cuda":
@@ -332,7 +322,7 @@ class OwnFixMatch:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-        training = OwnTraining(config, run.data.num_classes, device)
+        training = OwnTraining(config, run.data.num_classes, len(run.data.train_images), device)
         batches = TrainingBatches(run.data, run.labeled_indices, config, device)
         signals = TrainingSignals(device)
         checkpoint = Checkpoint(run.work_dir)
