@@ -1,6 +1,7 @@
 """Each own method's loss on a hand-built batch, against its paper's formula with the values worked out by hand,
-and which side of it the gradient flows through. Two classes throughout: softmax([ln 3, 0]) = (0.75, 0.25),
-softmax([0, 0]) = (0.5, 0.5), softmax([ln 9, 0]) = (0.9, 0.1)."""
+and which side of it the gradient flows through. Two classes unless a test says otherwise: softmax([ln 3, 0]) =
+(0.75, 0.25), softmax([0, 0]) = (0.5, 0.5), softmax([ln 9, 0]) = (0.9, 0.1); with three classes, softmax([ln 2, 0, 0])
+= (0.5, 0.25, 0.25) and softmax([ln 3, 0, 0]) = (0.6, 0.2, 0.2)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,15 @@ from mlflow import MlflowClient
 from harness import tracking
 from implementations import interface as names
 
+from implementations.interface import TrainConfig, for_algorithm
+from implementations.own import flexmatch
+from implementations.own.flexmatch import FlexMatchState, class_thresholds, updated_pseudo_labels
 from implementations.own.meanteacher import mean_teacher_loss
+from implementations.own.mixmatch import guess_labels, mixmatch_loss, mixup, sharpen
 from implementations.own.pimodel import pi_model_loss
 from implementations.own.pseudolabel import pseudo_label_loss
-from implementations.own.step_loss import linear_rampup
+from implementations.own.step_loss import StepInputs, linear_rampup
+from implementations.own.uda import uda_loss
 from tests.fixtures_data import SUBSET_DIR
 
 LN2, LN3, LN9 = math.log(2), math.log(3), math.log(9)
@@ -76,6 +82,114 @@ def test_mean_teacher_pulls_the_student_towards_the_teacher_and_never_the_teache
     assert teacher.grad is None
 
 
+def test_mixmatch_sharpening_raises_each_probability_to_1_over_t_and_renormalises():
+    # T = 0.5: (0.75², 0.25²) = (0.5625, 0.0625), sum 0.625
+    assert sharpen(torch.tensor([[0.75, 0.25]]), 0.5).flatten().tolist() == pytest.approx([0.9, 0.1], abs=1e-6)
+    assert sharpen(torch.tensor([[0.75, 0.25]]), 1.0).flatten().tolist() == pytest.approx([0.75, 0.25], abs=1e-6)
+
+
+def test_mixmatch_guesses_the_sharpened_average_of_the_predictions_on_the_two_views():
+    # views (0.75, 0.25) and (0.5, 0.5): average (0.625, 0.375) = (5/8, 3/8); squared (25/64, 9/64): (25/34, 9/34)
+    guessed = guess_labels([logits([LN3, 0.0]), logits([0.0, 0.0])], temperature=0.5)
+    assert guessed.flatten().tolist() == pytest.approx([25 / 34, 9 / 34], abs=1e-6)
+
+
+@pytest.mark.parametrize("drawn", [0.25, 0.75])  # λ′ = max(λ, 1 − λ) = 0.75 either way
+def test_mixup_mixes_each_row_with_the_one_the_shuffle_sends_it_keeping_the_larger_share_of_its_own(drawn):
+    images = torch.tensor([[0.0], [4.0], [8.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    mixed_images, mixed_targets = mixup(images, targets, drawn, permutation=torch.tensor([2, 0, 1]))
+    # row 0 with row 2: 0.75·0 + 0.25·8 = 2; row 1 with row 0: 0.75·4 + 0 = 3; row 2 with row 1: 0.75·8 + 0.25·4 = 7
+    assert mixed_images.flatten().tolist() == pytest.approx([2.0, 3.0, 7.0])
+    # (1, 0) with (1, 0); 0.75·(0, 1) + 0.25·(1, 0); 0.75·(1, 0) + 0.25·(0, 1)
+    assert mixed_targets.tolist() == [pytest.approx([1.0, 0.0]), pytest.approx([0.25, 0.75]),
+                                      pytest.approx([0.75, 0.25])]
+
+
+def test_mixmatch_loss_is_cross_entropy_with_the_mixed_labeled_targets_plus_the_squared_error_on_the_unlabeled():
+    labeled, unlabeled = logits([LN3, 0.0]), logits([0.0, 0.0])
+    loss = mixmatch_loss(labeled, torch.tensor([[0.5, 0.5]]), unlabeled, torch.tensor([[0.9, 0.1]]),
+                         unsupervised_weight=100.0)
+    # ℓ_s = −(0.5·ln 0.75 + 0.5·ln 0.25) = 2 ln 2 − ½ ln 3
+    assert loss.supervised.item() == pytest.approx(2 * LN2 - LN3 / 2, abs=1e-6)
+    # ℓ_u = ((0.5 − 0.9)² + (0.5 − 0.1)²) / (C = 2 · N = 1) = 0.16
+    assert loss.unsupervised.item() == pytest.approx(0.16, abs=1e-6)
+    assert loss.total.item() == pytest.approx(2 * LN2 - LN3 / 2 + 16.0, abs=1e-5)
+    assert loss.mask is None and loss.pseudo_labels is None
+    loss.total.backward()
+    # soft cross-entropy: p − target = (0.25, −0.25); squared error: 100 · Jᵀ·2(p − q)/2 with J = diag(p) − ppᵀ
+    # = 100 · (0.25·(−0.4) − 0.25·0.4, …) = (−20, 20)
+    assert labeled.grad.flatten().tolist() == pytest.approx([0.25, -0.25], abs=1e-6)
+    assert unlabeled.grad.flatten().tolist() == pytest.approx([-20.0, 20.0], abs=1e-4)
+
+
+def test_uda_masks_by_the_weak_confidence_and_trains_the_strong_view_towards_the_sharpened_weak_prediction():
+    labeled, labels = labeled_batch()
+    weak = logits([LN3, 0.0], [0.0, 0.0])  # confidence 0.75 (kept at τ = 0.7) and 0.5 (not kept)
+    strong = logits([0.0, 0.0], [5.0, 0.0])
+    loss = uda_loss(labeled, labels, weak, strong, threshold=0.7, temperature=0.5, unsupervised_weight=1.0)
+    assert loss.mask.tolist() == [1.0, 0.0] and loss.pseudo_labels.tolist() == [0, 0]
+    # target softmax([2 ln 3, 0]) = (0.9, 0.1); KL((0.9, 0.1) ‖ (0.5, 0.5)) = 0.9 ln 1.8 + 0.1 ln 0.2 = 0.368064,
+    # averaged over both images
+    kl = 0.9 * math.log(1.8) + 0.1 * math.log(0.2)
+    assert loss.unsupervised.item() == pytest.approx(kl / 2, abs=1e-6)
+    assert loss.total.item() == pytest.approx(LN2 + kl / 2, abs=1e-6)
+    loss.unsupervised.backward()
+    # d KL / d z = (p − target)/2 = (−0.2, 0.2) for the kept image; the target is a constant
+    assert strong.grad.flatten().tolist() == pytest.approx([-0.2, 0.2, 0.0, 0.0], abs=1e-6)
+    assert weak.grad is None
+
+
+# FlexMatch on 10 unlabeled images and 3 classes: images 0, 1 last confidently predicted as class 0, image 2 as
+# class 1, image 3 as class 2, the other six never: σ = (2, 1, 1), N − Σσ = 6 unused.
+LATEST = torch.tensor([0, 0, 1, 2, -1, -1, -1, -1, -1, -1])
+
+
+def test_flexmatch_thresholds_map_each_class_learning_effect_through_x_over_2_minus_x():
+    # without warm-up β = σ / max σ = (1, 1/2, 1/2); M(β) = (1, (1/2)/(3/2), …) = (1, 1/3, 1/3); τ = 0.55
+    without = class_thresholds(LATEST, num_classes=3, threshold=0.55, warmup=False)
+    assert without.tolist() == pytest.approx([0.55, 0.55 / 3, 0.55 / 3], abs=1e-6)
+    # with warm-up the 6 unused images are the largest "class": β = (2/6, 1/6, 1/6); M(1/3) = (1/3)/(5/3) = 1/5,
+    # M(1/6) = (1/6)/(11/6) = 1/11
+    warm = class_thresholds(LATEST, num_classes=3, threshold=0.55, warmup=True)
+    assert warm.tolist() == pytest.approx([0.11, 0.05, 0.05], abs=1e-6)
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_flexmatch_thresholds_start_at_zero_before_any_confident_pseudo_label(warmup):
+    assert class_thresholds(torch.full((10,), -1), 3, 0.95, warmup).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_flexmatch_step_keeps_pseudo_labels_by_their_class_threshold_and_records_only_the_confident_ones():
+    # τ = 0.55 without warm-up: thresholds (0.55, 0.183, 0.183) from LATEST. The unlabeled batch is images 4, 0, 5:
+    # weak predictions class 0 at 0.5 (below 0.55: dropped), class 1 at 0.5 (above 0.183: kept, but below τ:
+    # not recorded), class 0 at 0.6 (kept and recorded).
+    weak = [[LN2, 0.0, 0.0], [0.0, LN2, 0.0], [LN3, 0.0, 0.0]]
+    forward = torch.tensor([[0.0, 0.0, 0.0], *weak, [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    state = FlexMatchState(LATEST.clone())
+    config = for_algorithm(TrainConfig(), "flexmatch").replace(threshold=0.55, threshold_warmup=False)
+    loss = flexmatch.step(StepInputs(
+        model=lambda images: forward.clone().requires_grad_(), teacher=None, labeled_images=torch.zeros(1, 1),
+        labels=torch.tensor([0]), unlabeled_views=(torch.zeros(3, 1), torch.zeros(3, 1)),
+        unlabeled_indices=torch.tensor([4, 0, 5]), ramped_weight=0.0, num_classes=3, config=config, state=state))
+    assert loss.pseudo_labels.tolist() == [0, 1, 0] and loss.mask.tolist() == [0.0, 1.0, 1.0]
+    # CE of the uniform strong predictions: ln 3 for each kept image, over the 3 images; ℓ_s = ln 3; λ = 1
+    assert loss.unsupervised.item() == pytest.approx(2 * LN3 / 3, abs=1e-6)
+    assert loss.total.item() == pytest.approx(LN3 + 2 * LN3 / 3, abs=1e-6)
+    # image 5 is now class 0; image 0 keeps its class 0 (its class-1 prediction was not confident), image 4 none
+    assert state.latest_pseudo_labels.tolist() == [0, 0, 1, 2, -1, 0, -1, -1, -1, -1]
+
+
+def test_flexmatch_state_update_lets_only_confident_predictions_overwrite_even_for_an_image_drawn_twice():
+    # image 4 drawn twice, confidently as class 2 then not confidently as 1; image 0 not confidently as 1;
+    # image 5 confidently as 1
+    updated = updated_pseudo_labels(LATEST, indices=torch.tensor([4, 0, 5, 4]),
+                                    pseudo_labels=torch.tensor([2, 1, 1, 1]),
+                                    confident=torch.tensor([True, False, True, False]))
+    assert updated.tolist() == [0, 0, 1, 2, 2, 1, -1, -1, -1, -1]
+    assert LATEST.tolist() == [0, 0, 1, 2, -1, -1, -1, -1, -1, -1]  # a new tensor; the old state is left as it was
+
+
 @pytest.mark.parametrize("done, expected", [(0, 0.0), (20, 5.0), (40, 10.0), (100, 10.0)])
 def test_the_weight_ramps_up_linearly_over_the_warmup_fraction(done, expected):
     assert linear_rampup(10.0, done, total_iterations=100, warmup_fraction=0.4) == pytest.approx(expected)
@@ -87,7 +201,7 @@ def test_no_warmup_is_the_full_weight_from_the_start():
 
 # ---- the algorithm as a grid dimension: `bench run --algorithm …` ------------------------------------------
 
-OTHER_METHODS = ("supervised", "pseudolabel", "pimodel", "meanteacher")
+OTHER_METHODS = ("supervised", "pseudolabel", "pimodel", "meanteacher", "mixmatch", "uda", "flexmatch")
 
 
 def bench(*arguments: str) -> subprocess.CompletedProcess:
@@ -124,20 +238,25 @@ def test_every_own_method_runs_as_a_grid_dimension_on_the_same_split_with_its_si
     assert runs["meanteacher"].data.params["unsupervised_weight"] == "50.0"
     assert runs["pimodel"].data.params["unlabeled_ratio"] == "1"
     assert "unsupervised_warmup" not in runs["supervised"].data.params  # a field it never reads
+    assert runs["mixmatch"].data.params["mixup_alpha"] == "0.5" and runs["uda"].data.params["threshold"] == "0.8"
+    assert runs["flexmatch"].data.params["threshold_warmup"] == "True"
+    assert runs["uda"].data.params["unlabeled_ratio"] == "2"  # FixMatch's μ, as the smoke preset scales it
     # Pseudo-labels give a mask rate and their accuracy; the consistency methods a consistency loss only.
-    assert names.TRAIN_MASK_RATE in runs["pseudolabel"].data.metrics
-    for algorithm in ("pimodel", "meanteacher"):
-        assert names.TRAIN_UNSUPERVISED_LOSS in runs[algorithm].data.metrics
-        assert names.TRAIN_MASK_RATE not in runs[algorithm].data.metrics
+    for algorithm in ("pseudolabel", "uda", "flexmatch"):
+        assert names.TRAIN_MASK_RATE in runs[algorithm].data.metrics
+    for algorithm in ("pimodel", "meanteacher", "mixmatch"):
+        metrics = runs[algorithm].data.metrics
+        assert names.TRAIN_UNSUPERVISED_LOSS in metrics and names.TRAIN_MASK_RATE not in metrics
+        assert names.TRAIN_PSEUDO_LABEL_ACCURACY not in metrics
     sheet = json.loads(Path(client.download_artifacts(runs["meanteacher"].info.run_id, "method.json", str(tmp_path)))
                        .read_text())
     assert sheet["algorithm"].startswith("Mean Teacher") and sheet["files"][0].startswith("implementations/own/meanteacher.py")
 
 
-def test_a_method_torchssl_is_not_wired_for_is_refused_in_one_sentence(tmp_path):
-    ran = bench("run", "--algorithm", "pimodel", "--impl", "own,torchssl", "--labels", "40", "--preset", "smoke",
+def test_a_method_an_implementation_does_not_have_is_refused_in_one_sentence(tmp_path):
+    ran = bench("run", "--algorithm", "remixmatch", "--impl", "own", "--labels", "40", "--preset", "smoke",
                 "--data-dir", str(SUBSET_DIR), "--output-dir", str(tmp_path / "runs"))
-    assert ran.returncode == 2 and "run --algorithm pimodel with --impl own" in ran.stderr
+    assert ran.returncode == 2 and "own has no remixmatch" in ran.stderr.lower()
     unknown = bench("run", "--algorithm", "mixmatch2", "--labels", "40", "--data-dir", str(SUBSET_DIR),
                     "--output-dir", str(tmp_path / "runs"))
     assert unknown.returncode == 2 and "Unknown algorithm 'mixmatch2' in --algorithm" in unknown.stderr
@@ -155,11 +274,15 @@ def test_the_report_of_several_methods_compares_them_beside_their_published_numb
     traits = {line.split(" | ")[0].strip("| "): line for line in differences.splitlines() if line.startswith("| ")}
     assert set(OTHER_METHODS) <= set(rows)
     # TorchSSL's README at the pinned commit, 40 labels: Π-model 25.66 ± 1.76, Pseudo-Label 25.39 ± 0.26,
-    # Mean Teacher 29.91 ± 1.6; none for the supervised baseline
+    # Mean Teacher 29.91 ± 1.6, UDA 89.38 ± 3.75, FlexMatch 95.03 ± 0.06; none for the supervised baseline
     assert rows["pimodel"].rstrip(" |").endswith("25.66 ± 1.76") and "25.39 ± 0.26" in rows["pseudolabel"]
     assert "29.91 ± 1.60" in rows["meanteacher"] and rows["supervised"].rstrip(" |").endswith("–")
+    assert "89.38 ± 3.75" in rows["uda"] and "95.03 ± 0.06" in rows["flexmatch"]
     assert set(OTHER_METHODS) <= set(traits)
     assert "two independent weak views (student, teacher)" in traits["meanteacher"]
     assert "confidence ≥ τ" in traits["pseudolabel"] and "unlabeled images are not used" in traits["supervised"]
-    for title in ("Π-model (Laine & Aila", "Mean Teacher (Tarvainen & Valpola", "Pseudo-Label (Lee"):
+    assert "MixUp" in traits["mixmatch"] and "sharpened with temperature T" in traits["uda"]
+    assert "latest confident pseudo-label of every unlabeled image" in traits["flexmatch"]
+    for title in ("Π-model (Laine & Aila", "Mean Teacher (Tarvainen & Valpola", "Pseudo-Label (Lee",
+                  "MixMatch (Berthelot", "UDA (Xie", "FlexMatch (Zhang"):
         assert f"Method as implemented: {title}" in text

@@ -10,7 +10,7 @@ Every method module declares:
 - `describe_loss(config)`: its loss in words, for the method sheet every run records;
 - `step(inputs: StepInputs) -> StepLoss`: the loss of one iteration (the loop backpropagates it);
 
-and, when it keeps state beyond the weights that the loop must checkpoint (none of these five does),
+and, when it keeps state beyond the weights that the loop must checkpoint (FlexMatch's pseudo-labels),
 `new_state(unlabeled_images, device)`.
 """
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # Each is implementations/own/<name>.py, imported when asked for: the harness asks which algorithms own has
 # without importing torch.
-OWN_ALGORITHMS = ("fixmatch", "supervised", "pseudolabel", "pimodel", "meanteacher")
+OWN_ALGORITHMS = ("fixmatch", "supervised", "pseudolabel", "pimodel", "meanteacher", "mixmatch", "uda", "flexmatch")
 
 
 def own_method(algorithm: str) -> ModuleType:

@@ -82,7 +82,7 @@ class OwnTraining:
         self.config = config
         self.num_classes = num_classes
         self.method = own_method(config.algorithm)
-        # Beyond the weights, for a method that keeps per-image state; None for the five methods so far.
+        # Beyond the weights: FlexMatch's latest pseudo-label of each of the unlabeled images; None for the others.
         self.method_state = new_method_state(config.algorithm, unlabeled_images, device)
         self.autocast = autocast_dtype(config.precision, device)
         self.model = build_model(config, num_classes).to(device)
