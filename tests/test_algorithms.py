@@ -115,7 +115,7 @@ def test_mixmatch_loss_is_cross_entropy_with_the_mixed_labeled_targets_plus_the_
     # ℓ_u = ((0.5 − 0.9)² + (0.5 − 0.1)²) / (C = 2 · N = 1) = 0.16
     assert loss.unsupervised.item() == pytest.approx(0.16, abs=1e-6)
     assert loss.total.item() == pytest.approx(2 * LN2 - LN3 / 2 + 16.0, abs=1e-5)
-    assert loss.mask is None and loss.pseudo_labels is None
+    assert loss.mask is None and loss.pseudo_labels is None and loss.class_thresholds is None
     loss.total.backward()
     # soft cross-entropy: p − target = (0.25, −0.25); squared error: 100 · Jᵀ·2(p − q)/2 with J = diag(p) − ppᵀ
     # = 100 · (0.25·(−0.4) − 0.25·0.4, …) = (−20, 20)
@@ -129,6 +129,7 @@ def test_uda_masks_by_the_weak_confidence_and_trains_the_strong_view_towards_the
     strong = logits([0.0, 0.0], [5.0, 0.0])
     loss = uda_loss(labeled, labels, weak, strong, threshold=0.7, temperature=0.5, unsupervised_weight=1.0)
     assert loss.mask.tolist() == [1.0, 0.0] and loss.pseudo_labels.tolist() == [0, 0]
+    assert loss.class_thresholds.tolist() == pytest.approx([0.7, 0.7])
     # target softmax([2 ln 3, 0]) = (0.9, 0.1); KL((0.9, 0.1) ‖ (0.5, 0.5)) = 0.9 ln 1.8 + 0.1 ln 0.2 = 0.368064,
     # averaged over both images
     kl = 0.9 * math.log(1.8) + 0.1 * math.log(0.2)
@@ -173,6 +174,7 @@ def test_flexmatch_step_keeps_pseudo_labels_by_their_class_threshold_and_records
         labels=torch.tensor([0]), unlabeled_views=(torch.zeros(3, 1), torch.zeros(3, 1)),
         unlabeled_indices=torch.tensor([4, 0, 5]), ramped_weight=0.0, num_classes=3, config=config, state=state))
     assert loss.pseudo_labels.tolist() == [0, 1, 0] and loss.mask.tolist() == [0.0, 1.0, 1.0]
+    assert loss.class_thresholds.tolist() == pytest.approx([0.55, 0.55 / 3, 0.55 / 3], abs=1e-6)
     # CE of the uniform strong predictions: ln 3 for each kept image, over the 3 images; ℓ_s = ln 3; λ = 1
     assert loss.unsupervised.item() == pytest.approx(2 * LN3 / 3, abs=1e-6)
     assert loss.total.item() == pytest.approx(LN3 + 2 * LN3 / 3, abs=1e-6)
@@ -241,13 +243,19 @@ def test_every_own_method_runs_as_a_grid_dimension_on_the_same_split_with_its_si
     assert runs["mixmatch"].data.params["mixup_alpha"] == "0.5" and runs["uda"].data.params["threshold"] == "0.8"
     assert runs["flexmatch"].data.params["threshold_warmup"] == "True"
     assert runs["uda"].data.params["unlabeled_ratio"] == "2"  # FixMatch's μ, as the smoke preset scales it
-    # Pseudo-labels give a mask rate and their accuracy; the consistency methods a consistency loss only.
+    # Pseudo-labels give a mask rate and their accuracy, and the threshold methods a threshold and mask rate per
+    # class; the consistency methods a consistency loss only.
+    airplane_threshold = names.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"
     for algorithm in ("pseudolabel", "uda", "flexmatch"):
-        assert names.TRAIN_MASK_RATE in runs[algorithm].data.metrics
+        metrics = runs[algorithm].data.metrics
+        assert names.TRAIN_MASK_RATE in metrics and airplane_threshold in metrics
+        assert any(name.startswith(names.TRAIN_CLASS_MASK_RATE_PREFIX) for name in metrics)
+    assert runs["uda"].data.metrics[airplane_threshold] == 0.8  # τ for every class
+    assert 0.0 <= runs["flexmatch"].data.metrics[airplane_threshold] <= 0.95  # T(c) = M(β(c))·τ
     for algorithm in ("pimodel", "meanteacher", "mixmatch"):
         metrics = runs[algorithm].data.metrics
         assert names.TRAIN_UNSUPERVISED_LOSS in metrics and names.TRAIN_MASK_RATE not in metrics
-        assert names.TRAIN_PSEUDO_LABEL_ACCURACY not in metrics
+        assert not any(name.startswith(("train/class_", names.TRAIN_PSEUDO_LABEL_ACCURACY)) for name in metrics)
     sheet = json.loads(Path(client.download_artifacts(runs["meanteacher"].info.run_id, "method.json", str(tmp_path)))
                        .read_text())
     assert sheet["algorithm"].startswith("Mean Teacher") and sheet["files"][0].startswith("implementations/own/meanteacher.py")

@@ -12,7 +12,8 @@ from harness.splits import draw_split
 from implementations import interface as names
 from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
 from implementations.own.methods import OWN_ALGORITHMS
-from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch, autocast_dtype
+from implementations.own.step_loss import StepLoss
+from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch, TrainingSignals, autocast_dtype
 from tests.fixtures_data import SUBSET_DIR
 
 TINY = TrainConfig(
@@ -108,6 +109,7 @@ def test_reports_training_signals_and_evaluations_at_their_intervals(tmp_path):
     assert result.final_metrics[names.EVAL_TOP1] == sink.metrics[names.EVAL_TOP1][8]
     assert result.best_top1 == max(sink.metrics[names.EVAL_TOP1].values())
     assert 0.0 <= sink.metrics[names.TRAIN_MASK_RATE][8] <= 1.0
+    assert set(sink.metrics[names.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"].values()) == {0.95}  # τ for every class
 
 
 def test_supervised_baseline_trains_through_the_same_loop_without_unlabeled_batch(tmp_path):
@@ -117,6 +119,26 @@ def test_supervised_baseline_trains_through_the_same_loop_without_unlabeled_batc
     assert set(sink.metrics[names.TRAIN_UNSUPERVISED_LOSS].values()) == {0.0}
     assert names.TRAIN_MASK_RATE not in sink.metrics
     assert names.TRAIN_PSEUDO_LABEL_ACCURACY not in sink.metrics
+    assert not any(name.startswith("train/class_") for name in sink.metrics)
+
+
+def test_threshold_signals_are_the_mean_threshold_per_class_and_the_kept_fraction_of_each_pseudo_labelled_class():
+    signals = TrainingSignals(("cat", "dog", "ship"), torch.device("cpu"))
+    zero = torch.zeros(())
+    # iteration 1: thresholds (0.2, 0.4, 0.6); pseudo-labels cat, cat, dog, of which the first cat and the dog kept
+    signals.add(StepLoss(zero, zero, zero, torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]),
+                         class_thresholds=torch.tensor([0.2, 0.4, 0.6])), torch.tensor([0, 1, 1]), iteration=1)
+    # iteration 2: thresholds (0.4, 0.6, 0.8); one cat, not kept
+    signals.add(StepLoss(zero, zero, zero, torch.tensor([0.0]), torch.tensor([0]),
+                         class_thresholds=torch.tensor([0.4, 0.6, 0.8])), torch.tensor([0]), iteration=2)
+    metrics = signals.summarise(learning_rate=0.03)
+    thresholds = {name: metrics[names.TRAIN_CLASS_THRESHOLD_PREFIX + name] for name in ("cat", "dog", "ship")}
+    assert thresholds == pytest.approx({"cat": 0.3, "dog": 0.5, "ship": 0.7})
+    # cat: 1 kept of 3; dog: 1 of 1; no image was pseudo-labelled ship, so it has no mask rate
+    assert metrics[names.TRAIN_CLASS_MASK_RATE_PREFIX + "cat"] == pytest.approx(1 / 3)
+    assert metrics[names.TRAIN_CLASS_MASK_RATE_PREFIX + "dog"] == 1.0
+    assert names.TRAIN_CLASS_MASK_RATE_PREFIX + "ship" not in metrics
+    assert metrics[names.TRAIN_MASK_RATE] == pytest.approx(2 / 4)
 
 
 def test_per_image_pil_augmentation_path_trains_and_is_deterministic(tmp_path):

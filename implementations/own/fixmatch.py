@@ -25,6 +25,7 @@ from implementations.interface import TrainConfig
 from implementations.own.step_loss import (
     StepInputs,
     StepLoss,
+    fixed_class_thresholds,
     labeled_loss_words,
     unlabeled_batch_words,
 )
@@ -71,7 +72,8 @@ def fixmatch_loss(
     unsupervised = (F.cross_entropy(strong_logits.float(), pseudo_labels, reduction="none") * mask).mean()
 
     total = supervised + unsupervised_weight * unsupervised
-    return StepLoss(total, supervised, unsupervised, mask, pseudo_labels)
+    return StepLoss(total, supervised, unsupervised, mask, pseudo_labels,
+                    class_thresholds=fixed_class_thresholds(threshold, weak_logits))
 
 
 def fixmatch_step(

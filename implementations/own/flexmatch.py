@@ -104,7 +104,8 @@ def flexmatch_loss(labeled_logits: torch.Tensor, labels: torch.Tensor, weak_logi
     mask = (confidence >= thresholds[pseudo_labels]).float()
     unsupervised = (F.cross_entropy(strong_logits.float(), pseudo_labels, reduction="none") * mask).mean()
 
-    return StepLoss(supervised + unsupervised_weight * unsupervised, supervised, unsupervised, mask, pseudo_labels)
+    return StepLoss(supervised + unsupervised_weight * unsupervised, supervised, unsupervised, mask, pseudo_labels,
+                    class_thresholds=thresholds)
 
 
 def updated_pseudo_labels(latest_pseudo_labels: torch.Tensor, indices: torch.Tensor, pseudo_labels: torch.Tensor,

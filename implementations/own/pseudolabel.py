@@ -23,6 +23,7 @@ from implementations.interface import TrainConfig
 from implementations.own.step_loss import (
     StepInputs,
     StepLoss,
+    fixed_class_thresholds,
     labeled_loss_words,
     ramp_words,
     unlabeled_batch_words,
@@ -61,7 +62,8 @@ def pseudo_label_loss(labeled_logits: torch.Tensor, labels: torch.Tensor, unlabe
     confidence, pseudo_labels = torch.softmax(unlabeled_logits.detach().float(), dim=-1).max(dim=-1)
     mask = (confidence >= threshold).float()
     unsupervised = (F.cross_entropy(unlabeled_logits.float(), pseudo_labels, reduction="none") * mask).mean()
-    return StepLoss(supervised + unsupervised_weight * unsupervised, supervised, unsupervised, mask, pseudo_labels)
+    return StepLoss(supervised + unsupervised_weight * unsupervised, supervised, unsupervised, mask, pseudo_labels,
+                    class_thresholds=fixed_class_thresholds(threshold, unlabeled_logits))
 
 
 def pseudo_label_step(model: nn.Module, labeled_images: torch.Tensor, labels: torch.Tensor,

@@ -34,6 +34,13 @@ class StepLoss:
     mask: torch.Tensor | None  # methods with pseudo-labels: 1.0 where an unlabeled image's pseudo-label is used
     pseudo_labels: torch.Tensor | None
     logits: torch.Tensor | None = None  # of the step's forward pass, as the model gave them
+    class_thresholds: torch.Tensor | None = None  # threshold methods: the confidence a pseudo-label of class c needs
+
+
+def fixed_class_thresholds(threshold: float, logits: torch.Tensor) -> torch.Tensor:
+    """A fixed threshold τ as the per-class thresholds the loop logs: τ for each of the logits' C classes (float64,
+    so that τ is logged as configured)."""
+    return torch.full(logits.shape[-1:], threshold, dtype=torch.float64, device=logits.device)
 
 
 def linear_rampup(weight: float, iterations_done: int, total_iterations: int, warmup_fraction: float) -> float:

@@ -27,6 +27,7 @@ from implementations.interface import (
     RunInputs,
     RunResult,
     TrainConfig,
+    class_signal_metrics,
     resolve_device,
     training_signal_metrics,
 )
@@ -198,15 +199,22 @@ def _first_line(error: BaseException) -> str:
 class TrainingSignals:
     """Sums of the per-iteration training signals, kept on the device between log intervals, and the first
     iteration whose loss was not finite (also on the device: checking it costs no host synchronisation
-    until the next log, evaluation or checkpoint, which read it before they report anything)."""
+    until the next log, evaluation or checkpoint, which read it before they report anything).
+
+    Threshold methods (their StepLoss has class_thresholds) add per class c: the threshold in force, how many
+    unlabeled images were pseudo-labelled c, and how many of those were kept."""
 
     # supervised, unsupervised, total loss; kept pseudo-labels; correct kept pseudo-labels
     SIZE = 5
 
-    def __init__(self, device: torch.device):
+    def __init__(self, class_names: tuple[str, ...], device: torch.device):
+        self.class_names = class_names
         self.sums = torch.zeros(self.SIZE, dtype=torch.float64, device=device)
+        # per class: threshold, pseudo-labelled images, kept ones
+        self.class_sums = torch.zeros(3, len(class_names), dtype=torch.float64, device=device)
         self.first_non_finite_iteration = torch.zeros((), dtype=torch.int64, device=device)  # 0: none
         self.unlabeled_images = 0
+        self.threshold_iterations = 0
         self.iterations = 0
         self.data_wait_seconds = 0.0
         self.started = time.perf_counter()
@@ -218,12 +226,21 @@ class TrainingSignals:
             kept = loss.mask.sum()
             correct = (loss.mask * (loss.pseudo_labels == unlabeled_true_labels)).sum()
             self.unlabeled_images += len(unlabeled_true_labels)
+        if loss.class_thresholds is not None:
+            self._add_per_class(loss)
         total = loss.total.detach()
         self.sums += torch.stack([loss.supervised.detach(), loss.unsupervised.detach(), total, kept, correct]).double()
         first_bad = torch.where(torch.isfinite(total), 0, iteration)
         self.first_non_finite_iteration = torch.where(self.first_non_finite_iteration > 0,
                                                       self.first_non_finite_iteration, first_bad)
         self.iterations += 1
+
+    def _add_per_class(self, loss: StepLoss) -> None:
+        counts = torch.zeros_like(self.class_sums[1:])  # per class: images pseudo-labelled so, and kept ones
+        counts.index_add_(1, loss.pseudo_labels, torch.stack([torch.ones_like(loss.mask), loss.mask]).double())
+        self.class_sums[0] += loss.class_thresholds.double()
+        self.class_sums[1:] += counts
+        self.threshold_iterations += 1
 
     def raise_if_non_finite(self) -> None:
         iteration = int(self.first_non_finite_iteration)
@@ -233,11 +250,15 @@ class TrainingSignals:
 
     def state_dict(self) -> dict:
         """The window so far (a checkpoint may fall inside a log window): a resumed run logs the same means."""
-        return {"sums": self.sums.clone(), "unlabeled_images": self.unlabeled_images, "iterations": self.iterations,
-                "data_wait_seconds": self.data_wait_seconds}
+        return {"sums": self.sums.clone(), "class_sums": self.class_sums.clone(),
+                "unlabeled_images": self.unlabeled_images, "threshold_iterations": self.threshold_iterations,
+                "iterations": self.iterations, "data_wait_seconds": self.data_wait_seconds}
 
     def load_state_dict(self, state: dict) -> None:
         self.sums.copy_(state["sums"])
+        if "class_sums" in state:  # checkpoints written before the per-class signals have none
+            self.class_sums.copy_(state["class_sums"])
+            self.threshold_iterations = state["threshold_iterations"]
         self.unlabeled_images = state["unlabeled_images"]
         self.iterations = state["iterations"]
         self.data_wait_seconds = state["data_wait_seconds"]
@@ -251,13 +272,19 @@ class TrainingSignals:
 
     def summarise(self, learning_rate: float) -> dict[str, float]:
         """The means since the last summary (one host synchronisation), then start afresh."""
-        supervised, unsupervised, total, kept, correct = self.sums.tolist()
+        values = torch.cat([self.sums, self.class_sums.flatten()]).tolist()
+        supervised, unsupervised, total, kept, correct = values[:self.SIZE]
+        thresholds, pseudo_labelled, kept_per_class = np.reshape(values[self.SIZE:], (3, -1)).tolist()
         metrics = training_signal_metrics(
             (supervised, unsupervised, total, kept, self.unlabeled_images, correct),
             self.iterations, learning_rate, time.perf_counter() - self.started, self.data_wait_seconds,
         )
+        metrics.update(class_signal_metrics(thresholds, self.threshold_iterations, pseudo_labelled, kept_per_class,
+                                            self.class_names))
         self.sums.zero_()
+        self.class_sums.zero_()
         self.unlabeled_images = 0
+        self.threshold_iterations = 0
         self.iterations = 0
         self.data_wait_seconds = 0.0
         self.started = time.perf_counter()
@@ -324,7 +351,7 @@ class OwnFixMatch:
 
         training = OwnTraining(config, run.data.num_classes, len(run.data.train_images), device)
         batches = TrainingBatches(run.data, run.labeled_indices, config, device)
-        signals = TrainingSignals(device)
+        signals = TrainingSignals(run.data.class_names, device)
         checkpoint = Checkpoint(run.work_dir)
         progress = Progress()
         saved = checkpoint.load(device)

@@ -25,6 +25,7 @@ from implementations.interface import TrainConfig
 from implementations.own.step_loss import (
     StepInputs,
     StepLoss,
+    fixed_class_thresholds,
     labeled_loss_words,
     unlabeled_batch_words,
 )
@@ -71,7 +72,8 @@ def uda_loss(labeled_logits: torch.Tensor, labels: torch.Tensor, weak_logits: to
                           reduction="none").sum(dim=-1)
     unsupervised = (divergence * mask).mean()  # over the whole unlabeled batch
 
-    return StepLoss(supervised + unsupervised_weight * unsupervised, supervised, unsupervised, mask, pseudo_labels)
+    return StepLoss(supervised + unsupervised_weight * unsupervised, supervised, unsupervised, mask, pseudo_labels,
+                    class_thresholds=fixed_class_thresholds(threshold, weak_logits))
 
 
 def step(inputs: StepInputs) -> StepLoss:
