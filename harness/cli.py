@@ -34,7 +34,8 @@ def _store_options(output_dir_help: str):
                    "ledger switch at TorchSSL's choice), torchssl (TorchSSL's own code).")
 @click.option("--algorithm", default="fixmatch", show_default=True, metavar="NAME[,NAME...]",
               help="Methods, comma-separated: fixmatch, supervised (the labeled split only), pseudolabel, pimodel, "
-                   "meanteacher (own only for now); each on the same split per labels and seed.")
+                   "meanteacher, mixmatch, uda, flexmatch (own and torchssl), remixmatch, vat, freematch, softmatch "
+                   "(torchssl only; own's runs of them are left out); each on the same split per labels and seed.")
 @click.option("--seeds", default="0", show_default=True, metavar="S[,S...]",
               help="Seeds, comma-separated; each seed draws its own label split and initialisation.")
 @click.option("--preset", default="paper", show_default=True, metavar="[paper|cpu|smoke]",

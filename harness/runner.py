@@ -34,7 +34,7 @@ from harness import tracking
 from harness.presets import PRESETS, resolve_preset
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, WORKER_FILE,
                             RunSpec, hold_run_lock, write_worker_file)
-from implementations import IMPLEMENTATIONS, configure, fields_used, unsupported_reason
+from implementations import IMPLEMENTATIONS, algorithms_of, configure, fields_used, unsupported_reason
 from implementations.interface import ALGORITHMS, EVAL_TOP1, ImageData, TrainConfig, for_algorithm
 
 SPLITS_FOLDER = "splits"
@@ -102,6 +102,7 @@ class GridPlan:
     data_dir: Path
     max_parallel: int
     gpu_ids: tuple[int, ...]  # one run per GPU when several are present
+    not_implemented: str = ""  # the (implementation, algorithm) pairs of the grid left out, in words
 
 
 @dataclass
@@ -205,6 +206,10 @@ def plan_grid(options: GridOptions) -> GridPlan:
     splits = _draw_splits(data, Path(options.data_dir), label_counts, seeds)
 
     runs = []
+    missing = {(impl, algorithm) for impl in impls for algorithm in algorithms if algorithm not in algorithms_of(impl)}
+    if len(missing) == len(impls) * len(algorithms):
+        raise click.UsageError(f"--impl {options.impl} has none of --algorithm {options.algorithm}; "
+                               + _missing_text(missing))
     for labels in label_counts:
         for seed in seeds:
             preset_config = resolve_preset(options.preset, iterations=options.iterations,
@@ -214,7 +219,7 @@ def plan_grid(options: GridOptions) -> GridPlan:
             split = splits[labels, seed]  # the same for every algorithm and implementation
             for algorithm in algorithms:
                 config = for_algorithm(preset_config, algorithm)
-                for impl in impls:
+                for impl in (impl for impl in impls if (impl, algorithm) not in missing):
                     impl_config = configure(impl, config)
                     reason = unsupported_reason(impl, impl_config, labels, data.num_classes)
                     if reason:
@@ -225,9 +230,18 @@ def plan_grid(options: GridOptions) -> GridPlan:
         _check_torchssl_checkout()
     if options.executor == "local":  # a Slurm job's device is not this machine's
         _confirm_duration(options, runs, data, max_parallel, gpu_ids)
-    return GridPlan(options=options, runs=tuple(runs), data=data, store=store,
+    return GridPlan(options=options, runs=tuple(runs), data=data, store=store, not_implemented=_missing_text(missing),
                     output_dir=Path(options.output_dir).resolve(), data_dir=Path(options.data_dir).resolve(),
                     max_parallel=max_parallel, gpu_ids=gpu_ids)
+
+
+def _missing_text(missing: set[tuple[str, str]]) -> str:
+    """"own has no remixmatch, vat (torchssl has them)." for the (implementation, algorithm) pairs not implemented."""
+    by_impl: dict[str, list[str]] = {}
+    for impl, algorithm in sorted(missing):
+        by_impl.setdefault(impl, []).append(algorithm)
+    return "; ".join(f"{impl} has no {', '.join(algorithms)}" for impl, algorithms in by_impl.items()) + (
+        " (bench run --help lists which implementation has which)." if missing else "")
 
 
 LONG_RUN_SECONDS = 24 * 3600  # a grid with a run estimated to take longer here is confirmed before it starts
@@ -969,6 +983,8 @@ def _print_grid_header(plan: GridPlan, pending: list[PlannedRun], outcomes: dict
     click.echo(f"Grid: {len(plan.runs)} runs ({' × '.join([options.algorithm, options.impl, 'labels ' + options.labels, 'seeds ' + options.seeds])}), "
                f"preset {options.preset}, data {plan.data.source_dir or plan.data_dir}{data_note}.")
     click.echo(f"MLflow: {plan.store.tracking_uri}, experiment '{options.experiment}'.")
+    if plan.not_implemented:
+        click.echo(f"Left out: {plan.not_implemented}")
     if done:
         click.echo(f"{done} of {len(plan.runs)} runs already finished; skipping them.")
     if pending:

@@ -46,6 +46,17 @@ def fields_used(name: str, algorithm: str) -> frozenset[str]:
     return fields_of_algorithm(algorithm)
 
 
+def algorithms_of(name: str) -> tuple[str, ...]:
+    """The algorithms implementation `name` has (interface.ALGORITHMS names)."""
+    if name == "torchssl":
+        from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
+
+        return tuple(TORCHSSL_ALGORITHMS)
+    from implementations.own.methods import OWN_ALGORITHMS
+
+    return OWN_ALGORITHMS
+
+
 def unsupported_reason(name: str, config: TrainConfig, num_labels: int, num_classes: int) -> str | None:
     """Why implementation `name` cannot run this configuration (e.g. an algorithm it does not have), or None."""
     if name == "torchssl":

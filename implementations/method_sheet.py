@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 from implementations.interface import ALGORITHMS, TrainConfig
 from implementations.ledger import TORCHSSL_FIXED
-from implementations.own.methods import own_method
-
+from implementations.own.methods import OWN_ALGORITHMS, own_method
+from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
 
 OWN_FILES = (
     "implementations/own/fixmatch.py (optimiser, schedule, EMA, FixMatch's loss)",
@@ -22,13 +22,18 @@ OWN_FILES = (
     "implementations/own/wide_resnet.py (network)",
     "implementations/own/trainer.py (loop, evaluation, checkpoints)",
 )
-TORCHSSL_FILES = (
-    "models/fixmatch/fixmatch.py, models/fixmatch/fixmatch_utils.py (loop, loss, evaluation)",
-    "fixmatch.py, config/fixmatch/fixmatch_cifar10_40_0.yaml (arguments: the config for the run's label count)",
+TORCHSSL_SHARED_FILES = (
     "datasets/ssl_dataset.py, datasets/augmentation/randaugment.py (augmentation)",
     "models/nets/wrn.py (network)",
     "train_utils.py (optimiser, cosine schedule, EMA)",
 )
+
+
+def torchssl_files(algorithm: str) -> tuple[str, ...]:
+    script = TORCHSSL_ALGORITHMS[algorithm].script
+    return (f"models/{script}/{script}.py, models/{script}/{script}_utils.py (loop, loss, evaluation)",
+            f"{script}.py, config/{script}/{script}_cifar10_40_0.yaml (arguments: the config for the run's label count)",
+            *TORCHSSL_SHARED_FILES)
 
 
 @dataclass(frozen=True)
@@ -37,27 +42,34 @@ class MethodSheet:
     aspects: tuple[tuple[str, str], ...]  # (aspect, how this implementation does it)
     traits: dict[str, str]  # how the method differs from the others: the TRAITS of its file in implementations/own
     files: tuple[str, ...]  # "path, path (what is there)", relative to the implementation's code base
+    # Where own's code for the method differs from TorchSSL's (its file's DIFFERENCES_FROM_TORCHSSL); () when own
+    # does not have the method.
+    differences_from_torchssl: tuple[str, ...] = ()
+    defaults_differ_from_paper: tuple[str, ...] = ()  # its file's DEFAULTS_DIFFER_FROM_PAPER
 
     def as_json(self) -> dict:
         return asdict(self)
 
 
 def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
+    algorithm = config.algorithm
+    own_has_it = algorithm in OWN_ALGORITHMS
     if impl == "torchssl":
         config = config.replace(**TORCHSSL_FIXED)
         evaluation = (f"after 1, E+1, 2E+1, … iterations (E = {config.eval_interval:,}), every 1,000 once past 80 % "
                       "of training, and at the end")
-        files = TORCHSSL_FILES
+        files = torchssl_files(algorithm)
     else:
         evaluation = f"every {config.eval_interval:,} iterations and at the end"
         files = OWN_FILES
-        if config.algorithm != "fixmatch":  # its loss is in fixmatch.py, with the recipe
-            files = (f"implementations/own/{config.algorithm}.py (the loss)", *files)
-    uses_strong = "strong" in own_method(config.algorithm).VIEWS
+        if algorithm != "fixmatch":  # its loss is in fixmatch.py, with the recipe
+            files = (f"implementations/own/{algorithm}.py (the loss)", *files)
+    differences = tuple(own_method(algorithm).DIFFERENCES_FROM_TORCHSSL) if own_has_it else ()
+    from_paper = tuple(own_method(algorithm).DEFAULTS_DIFFER_FROM_PAPER) if own_has_it else ()
     aspects = [
-        ("loss", _loss(config)),
+        ("loss", _loss(impl, config, differences)),
         ("weak augmentation", "random horizontal flip, then a random 32×32 crop of the image reflect-padded by 4 px"),
-        ("strong augmentation", _strong_augmentation(config) if uses_strong else "not used"),
+        ("strong augmentation", _strong_augmentation(config) if _uses_strong(algorithm) else "not used"),
         ("network", _network(config)),
         ("optimiser and schedule",
          f"SGD, η = {config.learning_rate:g}, momentum {config.momentum:g}"
@@ -68,16 +80,32 @@ def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
          f"the evaluated model is an exponential moving average of the weights (decay {config.ema_decay:g}) with "
          f"the trained model's batch-norm statistics; evaluated on the test set in fp32 {evaluation}"),
     ]
-    return MethodSheet(ALGORITHMS[config.algorithm].title, tuple(aspects), traits(config.algorithm), files)
+    return MethodSheet(ALGORITHMS[algorithm].title, tuple(aspects), traits(algorithm), files, differences, from_paper)
 
 
 def traits(algorithm: str) -> dict[str, str]:
-    """What the method's own file says sets it apart (its TRAITS)."""
-    return dict(own_method(algorithm).TRAITS)
+    """What sets the method apart: its own file's TRAITS, or for a method only TorchSSL has, algorithms.py's."""
+    if algorithm in OWN_ALGORITHMS:
+        return dict(own_method(algorithm).TRAITS)
+    return dict(TORCHSSL_ALGORITHMS[algorithm].traits)
 
 
-def _loss(config: TrainConfig) -> str:
-    return own_method(config.algorithm).describe_loss(config)
+def _uses_strong(algorithm: str) -> bool:
+    if algorithm in OWN_ALGORITHMS:
+        return "strong" in own_method(algorithm).VIEWS
+    return "strong" in TORCHSSL_ALGORITHMS[algorithm].traits["views of an unlabeled image"]
+
+
+def _loss(impl: str, config: TrainConfig, differences: tuple[str, ...]) -> str:
+    """The loss in words; TorchSSL's code for it is own's method with the differences own's file names."""
+    if config.algorithm not in OWN_ALGORITHMS:
+        script = TORCHSSL_ALGORITHMS[config.algorithm].script
+        return (f"as coded in TorchSSL's models/{script}/{script}.py (train) and {script}_utils.py, with the arguments "
+                "recorded as the run's torchssl.* parameters; see the method's traits")
+    words = own_method(config.algorithm).describe_loss(config)
+    if impl == "torchssl" and differences:
+        words += "; TorchSSL's code differs from this: " + " ".join(differences)
+    return words
 
 
 def _strong_augmentation(config: TrainConfig) -> str:

@@ -19,7 +19,8 @@ from mlflow import MlflowClient
 from harness import tracking
 from implementations import interface as names
 
-from implementations.interface import TrainConfig, for_algorithm
+from implementations.interface import ALGORITHMS, TrainConfig, for_algorithm
+from implementations.method_sheet import method_sheet
 from implementations.own import flexmatch
 from implementations.own.flexmatch import FlexMatchState, class_thresholds, updated_pseudo_labels
 from implementations.own.meanteacher import mean_teacher_loss
@@ -28,7 +29,7 @@ from implementations.own.pimodel import pi_model_loss
 from implementations.own.pseudolabel import pseudo_label_loss
 from implementations.own.step_loss import StepInputs, linear_rampup
 from implementations.own.uda import uda_loss
-from tests.fixtures_data import SUBSET_DIR
+from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
 
 LN2, LN3, LN9 = math.log(2), math.log(3), math.log(9)
 
@@ -203,37 +204,78 @@ def test_no_warmup_is_the_full_weight_from_the_start():
 
 # ---- the algorithm as a grid dimension: `bench run --algorithm …` ------------------------------------------
 
-OTHER_METHODS = ("supervised", "pseudolabel", "pimodel", "meanteacher", "mixmatch", "uda", "flexmatch")
+OWN_ONLY_NOT = ("freematch", "remixmatch", "softmatch", "vat")  # TorchSSL has them, own not
+METHODS = tuple(sorted(ALGORITHMS))
+# The signals a method family logs whoever implements it (class mask rates depend on which classes were
+# pseudo-labelled, pseudo-label accuracy on whether any was kept: both left out of the comparison).
+VARYING = (names.TRAIN_CLASS_MASK_RATE_PREFIX, names.TRAIN_PSEUDO_LABEL_ACCURACY)
 
 
 def bench(*arguments: str) -> subprocess.CompletedProcess:
     environment = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     return subprocess.run([sys.executable, "-m", "harness.cli", *arguments], capture_output=True, text=True,
-                          timeout=900, env=environment)
+                          timeout=1200, env=environment)
 
 
 @pytest.fixture(scope="module")
-def method_grid(tmp_path_factory) -> Path:
+def method_grid(tmp_path_factory) -> tuple[Path, str]:
+    """Every method of both implementations on one split: own's eight, TorchSSL's twelve (10 iterations each)."""
+    torchssl_checkout()
     output_dir = tmp_path_factory.mktemp("methods")
-    ran = bench("run", "--algorithm", ",".join(OTHER_METHODS), "--impl", "own", "--labels", "40", "--seeds", "0",
-                "--preset", "smoke", "--device", "cpu", "--data-dir", str(SUBSET_DIR), "--output-dir", str(output_dir))
+    ran = bench("run", "--algorithm", ",".join(METHODS), "--impl", "own,torchssl", "--labels", "40", "--seeds", "0",
+                "--preset", "smoke", "--iterations", "10", "--eval-interval", "5", "--max-parallel", "2",
+                "--device", "cpu", "--data-dir", str(SUBSET_DIR), "--output-dir", str(output_dir))
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    return output_dir
+    return output_dir, ran.stdout
+
+
+def _child_runs(output_dir: Path) -> dict[tuple[str, str], object]:
+    client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    return {(run.data.tags["algorithm"], run.data.tags["impl"]): run
+            for run in client.search_runs([experiment.experiment_id])
+            if run.data.tags.get(tracking.ROLE_TAG) == tracking.CHILD}
+
+
+def _family_signals(run) -> set[str]:
+    return {name for name in run.data.metrics if name.startswith("train/") and not name.startswith(VARYING)}
 
 
 @pytest.mark.slow
-def test_every_own_method_runs_as_a_grid_dimension_on_the_same_split_with_its_signals(method_grid, tmp_path):
-    client = MlflowClient(f"sqlite:///{method_grid / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
-    runs = {run.data.tags["algorithm"]: run for run in client.search_runs([experiment.experiment_id])
-            if run.data.tags.get(tracking.ROLE_TAG) == tracking.CHILD}
-    assert set(runs) == set(OTHER_METHODS)
-    assert len({run.data.tags["split_digest"] for run in runs.values()}) == 1  # one split for every method
+def test_every_method_of_both_implementations_runs_on_the_same_split_with_the_signals_of_its_family(method_grid):
+    output_dir, printed = method_grid
+    assert f"Left out: own has no {', '.join(OWN_ONLY_NOT)}" in printed
+    all_runs = _child_runs(output_dir)
+    assert set(all_runs) == {(algorithm, impl) for algorithm in METHODS for impl in ("own", "torchssl")
+                             if not (impl == "own" and algorithm in OWN_ONLY_NOT)}
+    assert len({run.data.tags["split_digest"] for run in all_runs.values()}) == 1  # one split for every method
+    for (algorithm, impl), run in all_runs.items():
+        assert run.info.status == "FINISHED" and run.info.run_name == f"{algorithm}/{impl}/40/s0"
+        assert names.EVAL_TOP1 in run.data.metrics and names.EVAL_AUC in run.data.metrics
+    for algorithm in set(METHODS) - set(OWN_ONLY_NOT):  # the same signals, own or TorchSSL
+        assert _family_signals(all_runs[algorithm, "own"]) == _family_signals(all_runs[algorithm, "torchssl"]), algorithm
+    airplane_threshold = names.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"
+    for algorithm in ("fixmatch", "pseudolabel", "uda", "flexmatch", "freematch"):  # thresholds
+        metrics = all_runs[algorithm, "torchssl"].data.metrics
+        assert names.TRAIN_MASK_RATE in metrics and airplane_threshold in metrics
+        assert any(name.startswith(names.TRAIN_CLASS_MASK_RATE_PREFIX) for name in metrics)
+    assert names.TRAIN_MASK_RATE in all_runs["softmatch", "torchssl"].data.metrics  # its mean weight
+    assert airplane_threshold not in all_runs["softmatch", "torchssl"].data.metrics  # no threshold
+    for algorithm in ("supervised", "pimodel", "meanteacher", "mixmatch", "vat", "remixmatch"):
+        assert not any(name.startswith(("train/class_", names.TRAIN_MASK_RATE, names.TRAIN_PSEUDO_LABEL_ACCURACY))
+                       for name in all_runs[algorithm, "torchssl"].data.metrics), algorithm
+    gap = all_runs["flexmatch", "torchssl"].data.tags["torchssl_resume_gap"]
+    assert "selected_label" in gap and all_runs["fixmatch", "torchssl"].data.tags["torchssl_resume_gap"] == ""
+
+
+@pytest.mark.slow
+def test_every_own_method_records_its_own_defaults_and_signals(method_grid, tmp_path):
+    output_dir, _ = method_grid
+    all_runs = _child_runs(output_dir)
+    runs = {algorithm: run for (algorithm, impl), run in all_runs.items() if impl == "own"}
     for algorithm, run in runs.items():
-        assert run.info.status == "FINISHED" and run.info.run_name == f"{algorithm}/own/40/s0"
         assert run.data.params["algorithm"] == algorithm
-        assert names.EVAL_TOP1 in run.data.metrics and names.TRAIN_SUPERVISED_LOSS in run.data.metrics
-        parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+        parent = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}").get_run(run.data.tags["mlflow.parentRunId"])
         assert parent.info.run_name == f"{algorithm} · labels=40 · smoke"
     # TorchSSL's defaults: μ = 1 and each method's λ, with its ramp-up
     assert runs["pimodel"].data.params["unsupervised_weight"] == "10.0"
@@ -243,22 +285,29 @@ def test_every_own_method_runs_as_a_grid_dimension_on_the_same_split_with_its_si
     assert runs["mixmatch"].data.params["mixup_alpha"] == "0.5" and runs["uda"].data.params["threshold"] == "0.8"
     assert runs["flexmatch"].data.params["threshold_warmup"] == "True"
     assert runs["uda"].data.params["unlabeled_ratio"] == "2"  # FixMatch's μ, as the smoke preset scales it
-    # Pseudo-labels give a mask rate and their accuracy, and the threshold methods a threshold and mask rate per
-    # class; the consistency methods a consistency loss only.
+    # TorchSSL runs with the same values under its names
+    torchssl_mixmatch = all_runs["mixmatch", "torchssl"].data.params
+    assert (torchssl_mixmatch["torchssl.alpha"], torchssl_mixmatch["torchssl.ulb_loss_ratio"]) == ("0.5", "100.0")
     airplane_threshold = names.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"
-    for algorithm in ("pseudolabel", "uda", "flexmatch"):
-        metrics = runs[algorithm].data.metrics
-        assert names.TRAIN_MASK_RATE in metrics and airplane_threshold in metrics
-        assert any(name.startswith(names.TRAIN_CLASS_MASK_RATE_PREFIX) for name in metrics)
     assert runs["uda"].data.metrics[airplane_threshold] == 0.8  # τ for every class
     assert 0.0 <= runs["flexmatch"].data.metrics[airplane_threshold] <= 0.95  # T(c) = M(β(c))·τ
-    for algorithm in ("pimodel", "meanteacher", "mixmatch"):
-        metrics = runs[algorithm].data.metrics
-        assert names.TRAIN_UNSUPERVISED_LOSS in metrics and names.TRAIN_MASK_RATE not in metrics
-        assert not any(name.startswith(("train/class_", names.TRAIN_PSEUDO_LABEL_ACCURACY)) for name in metrics)
+    client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
     sheet = json.loads(Path(client.download_artifacts(runs["meanteacher"].info.run_id, "method.json", str(tmp_path)))
                        .read_text())
     assert sheet["algorithm"].startswith("Mean Teacher") and sheet["files"][0].startswith("implementations/own/meanteacher.py")
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_every_file_a_method_sheet_names_exists(algorithm):
+    """Own's files in this repository, TorchSSL's in its pinned checkout."""
+    roots = {"own": Path(__file__).resolve().parents[1], "torchssl": torchssl_checkout()}
+    for impl, root in roots.items():
+        if impl == "own" and algorithm in OWN_ONLY_NOT:
+            continue
+        sheet = method_sheet(impl, for_algorithm(TrainConfig(preset="smoke"), algorithm))
+        named = [path.strip() for entry in sheet.files for path in entry.split(" (")[0].split(", ")]
+        assert named and all((root / path).is_file() for path in named), (impl, named)
+        assert set(sheet.traits) == set(method_sheet("torchssl", for_algorithm(TrainConfig(), "fixmatch")).traits)
 
 
 def test_a_method_an_implementation_does_not_have_is_refused_in_one_sentence(tmp_path):
@@ -273,24 +322,39 @@ def test_a_method_an_implementation_does_not_have_is_refused_in_one_sentence(tmp
 
 @pytest.mark.slow
 def test_the_report_of_several_methods_compares_them_beside_their_published_numbers(method_grid):
-    made = bench("report", "--output-dir", str(method_grid), "--out", str(method_grid / "report"))
+    output_dir, _ = method_grid
+    made = bench("report", "--output-dir", str(output_dir), "--out", str(output_dir / "report"))
     assert made.returncode == 0, made.stdout + made.stderr
-    text = (method_grid / "report" / "report.md").read_text()
+    text = (output_dir / "report" / "report.md").read_text()
     overview = text.split("## The methods compared", 1)[1].split("\n## ", 1)[0]
-    compared, differences = overview.split("How the methods differ", 1)
-    rows = {line.split(" | ")[0].strip("| "): line for line in compared.splitlines() if line.startswith("| ")}
+    compared, rest = overview.split("How the methods differ", 1)
+    differences, ledger = rest.split("Where each method's code differs from TorchSSL's", 1)
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line
+            for line in compared.splitlines() if line.startswith("| ")}
     traits = {line.split(" | ")[0].strip("| "): line for line in differences.splitlines() if line.startswith("| ")}
-    assert set(OTHER_METHODS) <= set(rows)
+    assert {(algorithm, "torchssl") for algorithm in METHODS} <= set(rows)
     # TorchSSL's README at the pinned commit, 40 labels: Π-model 25.66 ± 1.76, Pseudo-Label 25.39 ± 0.26,
-    # Mean Teacher 29.91 ± 1.6, UDA 89.38 ± 3.75, FlexMatch 95.03 ± 0.06; none for the supervised baseline
-    assert rows["pimodel"].rstrip(" |").endswith("25.66 ± 1.76") and "25.39 ± 0.26" in rows["pseudolabel"]
-    assert "29.91 ± 1.60" in rows["meanteacher"] and rows["supervised"].rstrip(" |").endswith("–")
-    assert "89.38 ± 3.75" in rows["uda"] and "95.03 ± 0.06" in rows["flexmatch"]
-    assert set(OTHER_METHODS) <= set(traits)
+    # Mean Teacher 29.91 ± 1.6, UDA 89.38 ± 3.75, FlexMatch 95.03 ± 0.06, MixMatch 63.81 ± 6.48, ReMixMatch 90.12 ±
+    # 1.03, VAT 25.34 ± 2.12; none for the supervised baseline, FreeMatch and SoftMatch
+    assert rows["pimodel", "own"].rstrip(" |").endswith("25.66 ± 1.76") and "25.39 ± 0.26" in rows["pseudolabel", "own"]
+    assert "29.91 ± 1.60" in rows["meanteacher", "torchssl"] and rows["supervised", "own"].rstrip(" |").endswith("–")
+    assert "89.38 ± 3.75" in rows["uda", "own"] and "95.03 ± 0.06" in rows["flexmatch", "torchssl"]
+    assert "63.81 ± 6.48" in rows["mixmatch", "own"] and "90.12 ± 1.03" in rows["remixmatch", "torchssl"]
+    assert "25.34 ± 2.12" in rows["vat", "torchssl"] and rows["softmatch", "torchssl"].rstrip(" |").endswith("–")
+    assert set(METHODS) <= set(traits)
     assert "two independent weak views (student, teacher)" in traits["meanteacher"]
     assert "confidence ≥ τ" in traits["pseudolabel"] and "unlabeled images are not used" in traits["supervised"]
     assert "MixUp" in traits["mixmatch"] and "sharpened with temperature T" in traits["uda"]
     assert "latest confident pseudo-label of every unlabeled image" in traits["flexmatch"]
+    assert "adversarial perturbation" in traits["vat"] and "self-adaptive" in traits["freematch"]
+    # the ledger: own vs TorchSSL's code, and TorchSSL's defaults vs the paper, per method
+    assert "detaches the second view" in ledger and "α = 0.75 and λ_u = 75" in ledger
+    # what TorchSSL's checkpoints leave out, from the runs' records
+    assert "TorchSSL's flexmatch: its save_model does not save the latest pseudo-label" in overview
+    assert "writes nothing before iteration 1,000,000" in overview
+    # one figure of every method's accuracy against the iteration
+    assert "](figures/methods_top1_vs_iteration.png)" in overview
+    assert (output_dir / "report" / "figures" / "methods_top1_vs_iteration.png").stat().st_size > 10_000
     for title in ("Π-model (Laine & Aila", "Mean Teacher (Tarvainen & Valpola", "Pseudo-Label (Lee",
-                  "MixMatch (Berthelot", "UDA (Xie", "FlexMatch (Zhang"):
+                  "MixMatch (Berthelot", "UDA (Xie", "FlexMatch (Zhang", "ReMixMatch (Berthelot", "VAT (Miyato"):
         assert f"Method as implemented: {title}" in text

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.report.collect import ReportError, collect, resolve_tracking_uri
-from harness.report.figures import draw_section_figures
+from harness.report.figures import draw_section_figures, methods_top1_vs_iteration
 from harness.report.render import html_document, markdown_report, write_pdf
 from harness.report.tables import (
     Section,
     ledger_table,
     method_differences_table,
+    method_ledger_table,
     method_tables,
     methods_table,
     other_metrics_table,
@@ -73,8 +74,11 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
         section_figures = {section.slug: draw_section_figures(data, section, staging) for section in report_sections}
         section_methods = {section.slug: method_tables(section, data) for section in report_sections}
         overview = [table for table in (methods_table(report_sections),
-                                        method_differences_table(report_sections, data)) if table is not None]
-        text = markdown_report(data, report_sections, overview, section_methods,
+                                        method_differences_table(report_sections, data),
+                                        method_ledger_table(report_sections, data)) if table is not None]
+        overview_figures = [figure for figure in (methods_top1_vs_iteration(data, report_sections, staging),)
+                            if figure is not None]
+        text = markdown_report(data, report_sections, overview, overview_figures, section_methods,
                                section_tables, section_figures, unfinished_table(data), ledger_table(),
                                dt.datetime.now(dt.timezone.utc))
         pdf_pages = None
@@ -87,7 +91,8 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    figures = [out_dir / figure.path for figure_list in section_figures.values() for figure in figure_list]
+    figures = [out_dir / figure.path for figure_list in (overview_figures, *section_figures.values())
+               for figure in figure_list]
     unfinished = data.unfinished["status"].value_counts().to_dict()
     return ReportOutcome(
         out_dir,

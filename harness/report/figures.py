@@ -30,6 +30,10 @@ STYLE = {
     "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.grid": True, "grid.alpha": 0.3,
 }
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+# 12 distinguishable colours, one per algorithm in the cross-method figure (matplotlib's tab20, darker halves first)
+_ALGORITHM_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                      "#bcbd22", "#17becf", "#393b79", "#637939"]
+IMPL_LINESTYLES = {"own": "-", "own-as-torchssl": ":", "torchssl": "--"}
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,39 @@ def top1_vs_iteration(data: ReportData, section: Section, report_dir: Path) -> F
     path = _save(figure, report_dir, section, "top1_vs_iteration")
     return FigureFile(path, "Test top-1 accuracy of the EMA model at each evaluation: mean over seeds (line) and the "
                             "range from the lowest to the highest seed (band).")
+
+
+def methods_top1_vs_iteration(data: ReportData, report_sections: list[Section], report_dir: Path) -> FigureFile | None:
+    """Every algorithm's test top-1 against the iteration, one panel per label count: colour = algorithm, line
+    style = implementation; None when the report holds one algorithm only."""
+    algorithms = sorted({section.algorithm for section in report_sections})
+    if len(algorithms) < 2:
+        return None
+    runs = pd.concat([section.runs for section in report_sections])
+    label_counts = sorted(runs["labels"].unique())
+    (report_dir / "figures").mkdir(parents=True, exist_ok=True)
+    with matplotlib.rc_context(STYLE):
+        figure, axes = _label_grid(label_counts, rows_per_label=True, panels_per_label=1, height=3.6)
+        for axis, labels in zip(axes.flat, label_counts):
+            for section in sorted(report_sections, key=lambda section: section.algorithm):
+                line_color = _ALGORITHM_PALETTE[algorithms.index(section.algorithm) % len(_ALGORITHM_PALETTE)]
+                for impl in impl_order(section.runs["impl"]):
+                    group = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
+                    curves = _seed_curves(data, group, names.EVAL_TOP1)
+                    if curves.empty:
+                        continue
+                    axis.plot(curves.index.to_numpy(), curves.mean(axis=1) * 100, color=line_color,
+                              linestyle=IMPL_LINESTYLES.get(impl, "-."), linewidth=1.2,
+                              label=f"{section.algorithm} / {impl} ({curves.shape[1]} seed{'s' if curves.shape[1] != 1 else ''})")
+            axis.set_title(f"{labels} labels")
+            axis.set_xlabel("iteration")
+            axis.set_ylabel("test top-1 % (EMA model)")
+            axis.xaxis.set_major_formatter(EngFormatter(sep=""))
+            axis.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), ncols=1 + len(axis.lines) // 14)
+        relative = Path("figures") / "methods_top1_vs_iteration.png"
+        figure.savefig(report_dir / relative, dpi=DPI)
+    return FigureFile(relative, "Test top-1 accuracy of the EMA model against the iteration for every method: colour = "
+                                "algorithm, solid = own, dashed = TorchSSL, dotted = own-as-torchssl; mean over seeds.")
 
 
 def training_signals(data: ReportData, section: Section, report_dir: Path, name: str,

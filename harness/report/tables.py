@@ -49,11 +49,24 @@ def _torchssl_readme(top1: dict[int, tuple[float, float]]) -> Anchor:
 TORCHSSL_README = _torchssl_readme({40: (92.53, 0.28), 250: (95.14, 0.05), 4000: (95.79, 0.08)})
 # Every algorithm's published CIFAR-10 numbers. TorchSSL's FullySupervised row trains on all 50,000 labels, so our
 # supervised baseline (the labeled split only) has none.
+# CIFAR-10 MixMatch, its paper's Table 1 (error rates, 5 splits; it has no 40-label run).
+MIXMATCH_PAPER = Anchor(
+    "MixMatch paper",
+    "median of the last 20 checkpoints, 5 splits; 100 − published error",
+    {250: (88.92, 0.87), 4000: (93.76, 0.06)},
+    statistic="top1_median_last20",
+)
 PUBLISHED: dict[str, tuple[Anchor, ...]] = {
     "fixmatch": (FIXMATCH_PAPER, TORCHSSL_README),
     "pseudolabel": (_torchssl_readme({40: (25.39, 0.26), 250: (53.51, 2.2), 4000: (84.92, 0.19)}),),
     "pimodel": (_torchssl_readme({40: (25.66, 1.76), 250: (53.76, 1.29), 4000: (86.87, 0.59)}),),
     "meanteacher": (_torchssl_readme({40: (29.91, 1.6), 250: (62.54, 3.3), 4000: (91.9, 0.21)}),),
+    "mixmatch": (MIXMATCH_PAPER, _torchssl_readme({40: (63.81, 6.48), 250: (86.37, 0.59), 4000: (93.34, 0.26)})),
+    "uda": (_torchssl_readme({40: (89.38, 3.75), 250: (94.84, 0.06), 4000: (95.71, 0.07)}),),
+    "flexmatch": (_torchssl_readme({40: (95.03, 0.06), 250: (95.02, 0.09), 4000: (95.81, 0.01)}),),
+    "remixmatch": (_torchssl_readme({40: (90.12, 1.03), 250: (93.7, 0.05), 4000: (95.16, 0.01)}),),
+    "vat": (_torchssl_readme({40: (25.34, 2.12), 250: (58.97, 1.79), 4000: (89.49, 0.12)}),),
+    # FreeMatch and SoftMatch: TorchSSL's README at the pin has their code but no CIFAR-10 row.
 }
 
 
@@ -279,11 +292,27 @@ def methods_table(report_sections: list[Section]) -> Table | None:
     notes = _flag_notes(summaries, runs) + [
         "Each algorithm's details (settings, method, figures) are in its own section below. Published: TorchSSL's README, CIFAR-10, "
         "WRN-28-2 after 1,048,576 iterations, best checkpoint over 3 seeds (compare with our best column); the "
-        "supervised baseline has none (TorchSSL's FullySupervised trains on all 50,000 labels).",
-    ]
+        "supervised baseline has none (TorchSSL's FullySupervised row trains on all 50,000 labels; ours, and "
+        "TorchSSL's fullysupervised as the adapter runs it, train on the labeled split only), nor have FreeMatch and "
+        "SoftMatch (no CIFAR-10 row in that README).",
+    ] + resume_gap_notes(runs)
     return Table("The methods side by side: top-1 accuracy (%) of the EMA model, mean ± std over seeds",
                  ["algorithm", "implementation", "labels", "seeds (n)", "iterations run", TOP1_BEST, TOP1_MEDIAN,
                   "TorchSSL README: best top-1 %"], rows, notes)
+
+
+def resume_gap_notes(runs: pd.DataFrame) -> list[str]:
+    """What the checkpoints of the TorchSSL algorithms in `runs` leave out, and which of their runs were resumed
+    from such a checkpoint (their training is then not one uninterrupted run of the method)."""
+    torchssl = runs[(runs["impl"] == "torchssl") & (runs["torchssl_resume_gap"].fillna("") != "")]
+    notes = []
+    for algorithm, group in torchssl.groupby("algorithm", sort=True):
+        gap = group["torchssl_resume_gap"].iloc[0]
+        resumed = group[pd.to_numeric(group["torchssl_resumed_from"], errors="coerce").fillna(0) > 0]
+        resumed_text = (f" Resumed from such a checkpoint, so not comparable as one run: "
+                        f"{', '.join(resumed['run_name'])}." if len(resumed) else " None of these runs was resumed.")
+        notes.append(f"TorchSSL's {algorithm}: {gap}.{resumed_text}")
+    return notes
 
 
 def method_differences_table(report_sections: list[Section], data: ReportData) -> Table | None:
@@ -303,6 +332,27 @@ def method_differences_table(report_sections: list[Section], data: ReportData) -
     return Table("How the methods differ, as each method's own file declares it (TRAITS, in implementations/own)",
                  ["algorithm", *aspects], rows,
                  ["The equations of each method are in its section's method table and at the top of its file."])
+
+
+def method_ledger_table(report_sections: list[Section], data: ReportData) -> Table | None:
+    """Per algorithm of the report: where own's code for it differs from TorchSSL's, and where the defaults both
+    run with (TorchSSL's) differ from the paper's recipe, from the method sheets the runs recorded; None when no
+    method of the report has any."""
+    rows = []
+    for algorithm in sorted({section.algorithm for section in report_sections}):
+        sheets = [data.method_sheets.get(run_id, {}) for section in report_sections if section.algorithm == algorithm
+                  for run_id in section.runs["run_id"]]
+        sheet = next((sheet for sheet in sheets if "differences_from_torchssl" in sheet), None)
+        if sheet is None:
+            continue
+        rows += [[algorithm, "own's code vs TorchSSL's", text] for text in sheet["differences_from_torchssl"]]
+        rows += [[algorithm, "defaults vs the paper", text] for text in sheet.get("defaults_differ_from_paper", ())]
+    if not rows:
+        return None
+    return Table("Where each method's code differs from TorchSSL's, and its defaults from its paper (the method's own "
+                 "file: DIFFERENCES_FROM_TORCHSSL, DEFAULTS_DIFFER_FROM_PAPER)", ["algorithm", "what", "difference"],
+                 rows, ["FixMatch's differences of recipe (augmentation, network, evaluation) are the ledger at the "
+                        "end of the report; they apply to every method, which all share the recipe."])
 
 
 def top1_table(section: Section) -> Table:

@@ -45,6 +45,8 @@ TRAITS = {
 
 # The loss is TorchSSL's; where the recipe every method shares differs (network, augmentation, optimisation,
 # evaluation) is implementations/ledger.py.
+# Where this method's defaults differ from its paper's recipe (none: TorchSSL's are the paper's).
+DEFAULTS_DIFFER_FROM_PAPER: tuple[str, ...] = ()
 DIFFERENCES_FROM_TORCHSSL: tuple[str, ...] = ()
 
 

@@ -51,6 +51,10 @@ TRAITS = {
                                 "the run)",
 }
 
+
+# Where this method's defaults (TorchSSL's, used by own and TorchSSL alike) differ from its paper's recipe.
+DEFAULTS_DIFFER_FROM_PAPER = ()
+
 DIFFERENCES_FROM_TORCHSSL = (
     ("State: own checkpoints every unlabeled image's latest confident pseudo-label and restores it on resume; "
      "TorchSSL's save_model does not save it (selected_label), so a resumed TorchSSL run starts again with no "

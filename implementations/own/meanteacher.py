@@ -44,6 +44,13 @@ TRAITS = {
     "state beyond the weights": "the teacher: the EMA of the weights (checkpointed with the run)",
 }
 
+
+# Where this method's defaults (TorchSSL's, used by own and TorchSSL alike) differ from its paper's recipe.
+DEFAULTS_DIFFER_FROM_PAPER = (
+    ("Tarvainen & Valpola ramp λ up along the Gaussian exp(−5(1 − t/T)²); TorchSSL's default (used here) ramps it "
+     'linearly over the first 40 % of the iterations.'),
+)
+
 DIFFERENCES_FROM_TORCHSSL = (
     ("Batch norm: own forwards the student over [x; weak₁(u)] in one pass, so batch norm normalises and updates "
      "its running statistics over both together; TorchSSL forwards x, then weak₁(u) with the running statistics "

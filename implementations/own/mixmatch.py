@@ -48,6 +48,13 @@ TRAITS = {
     "state beyond the weights": "none",
 }
 
+
+# Where this method's defaults (TorchSSL's, used by own and TorchSSL alike) differ from its paper's recipe.
+DEFAULTS_DIFFER_FROM_PAPER = (
+    ("MixMatch paper, CIFAR-10: α = 0.75 and λ_u = 75, ramped up over 16,000 steps; TorchSSL's defaults (used here):"
+     ' α = 0.5, λ_u = 100, ramped up linearly over the first 40 % of the iterations.'),
+)
+
 DIFFERENCES_FROM_TORCHSSL = (
     ("Batch norm of the guess: own's forward over [weak₁(u); weak₂(u)] (without gradient) updates the running "
      "statistics; TorchSSL freezes them for its two guess forwards (Bn_Controller), as the paper's code does."),

@@ -41,6 +41,13 @@ TRAITS = {
     "state beyond the weights": "none",
 }
 
+
+# Where this method's defaults (TorchSSL's, used by own and TorchSSL alike) differ from its paper's recipe.
+DEFAULTS_DIFFER_FROM_PAPER = (
+    ("Laine & Aila ramp λ up along the Gaussian exp(−5(1 − t/T)²); TorchSSL's default (used here) ramps it linearly "
+     'over the first 40 % of the iterations.'),
+)
+
 DIFFERENCES_FROM_TORCHSSL = (
     ("Gradient: own's flows through both predictions, as in the paper (Section 2.1); TorchSSL detaches the "
      "second view's (models/pimodel/pimodel_utils.py, consistency_loss), which makes it a target."),

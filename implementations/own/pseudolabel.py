@@ -42,6 +42,13 @@ TRAITS = {
     "state beyond the weights": "none",
 }
 
+
+# Where this method's defaults (TorchSSL's, used by own and TorchSSL alike) differ from its paper's recipe.
+DEFAULTS_DIFFER_FROM_PAPER = (
+    ("Lee uses every pseudo-label (no threshold) and raises λ over epochs; TorchSSL's defaults (used here): τ = "
+     '0.95, λ ramped linearly over the first 40 % of the iterations.'),
+)
+
 DIFFERENCES_FROM_TORCHSSL = (
     ("Batch norm: own forwards [x; u] in one pass, so batch norm normalises and updates its running statistics "
      "over labeled and unlabeled images together; TorchSSL forwards x, then u with its running statistics frozen "

@@ -27,6 +27,8 @@ TRAITS = {
     "state beyond the weights": "none",
 }
 
+# Where this method's defaults differ from its paper's recipe (none: TorchSSL's are the paper's).
+DEFAULTS_DIFFER_FROM_PAPER: tuple[str, ...] = ()
 DIFFERENCES_FROM_TORCHSSL: tuple[str, ...] = ()
 
 

@@ -43,6 +43,13 @@ TRAITS = {
     "state beyond the weights": "none",
 }
 
+
+# Where this method's defaults (TorchSSL's, used by own and TorchSSL alike) differ from its paper's recipe.
+DEFAULTS_DIFFER_FROM_PAPER = (
+    ("The UDA paper anneals the labeled loss (Training Signal Annealing); TorchSSL's CIFAR-10 config (used here) "
+     'runs without it (TSA_schedule: none).'),
+)
+
 DIFFERENCES_FROM_TORCHSSL = (
     ("Unlabeled loss: own's is the paper's KL divergence KL(q̃ ‖ p); TorchSSL's default ('ce' in "
      "models/uda/uda_utils.py, consistency_loss) is the cross-entropy −Σ q̃ log p, larger by the target's entropy "
