@@ -219,11 +219,11 @@ def bench(*arguments: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def method_grid(tmp_path_factory) -> tuple[Path, str]:
-    """Every method of both implementations on one split: own's eight, TorchSSL's twelve (10 iterations each)."""
+    """Every method of both implementations on one split: own's eight, TorchSSL's twelve (4 iterations each)."""
     torchssl_checkout()
     output_dir = tmp_path_factory.mktemp("methods")
     ran = bench("run", "--algorithm", ",".join(METHODS), "--impl", "own,torchssl", "--labels", "40", "--seeds", "0",
-                "--preset", "smoke", "--iterations", "10", "--eval-interval", "5", "--max-parallel", "2",
+                "--preset", "smoke", "--iterations", "4", "--eval-interval", "4", "--max-parallel", "2",
                 "--device", "cpu", "--data-dir", str(SUBSET_DIR), "--output-dir", str(output_dir))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return output_dir, ran.stdout
