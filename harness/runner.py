@@ -236,7 +236,7 @@ def plan_grid(options: GridOptions) -> GridPlan:
 
 
 def _missing_text(missing: set[tuple[str, str]]) -> str:
-    """"own has no remixmatch, vat (torchssl has them)." for the (implementation, algorithm) pairs not implemented."""
+    """"own has no remixmatch, vat (…)." for the (implementation, algorithm) pairs not implemented."""
     by_impl: dict[str, list[str]] = {}
     for impl, algorithm in sorted(missing):
         by_impl.setdefault(impl, []).append(algorithm)

@@ -58,14 +58,13 @@ def algorithms_of(name: str) -> tuple[str, ...]:
 
 
 def unsupported_reason(name: str, config: TrainConfig, num_labels: int, num_classes: int) -> str | None:
-    """Why implementation `name` cannot run this configuration (e.g. an algorithm it does not have), or None."""
+    """Why implementation `name` cannot run this configuration of a method it has (algorithms_of), or None:
+    own runs every configuration of its methods; TorchSSL refuses some (its adapter says which)."""
     if name == "torchssl":
         from implementations.torchssl.adapter import unsupported_reason as torchssl_reason
 
         return torchssl_reason(config, num_labels, num_classes)
-    from implementations.own.methods import unsupported_reason as own_reason
-
-    return own_reason(config)
+    return None
 
 
 def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:

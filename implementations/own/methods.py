@@ -20,7 +20,6 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from implementations.interface import ALGORITHMS, TrainConfig
 
 if TYPE_CHECKING:
     import torch
@@ -41,9 +40,3 @@ def new_method_state(algorithm: str, unlabeled_images: int, device: torch.device
     new_state = getattr(own_method(algorithm), "new_state", None)
     return None if new_state is None else new_state(unlabeled_images, device)
 
-
-def unsupported_reason(config: TrainConfig) -> str | None:
-    if config.algorithm in OWN_ALGORITHMS:
-        return None
-    return (f"own has no {ALGORITHMS[config.algorithm].title.split(' (')[0]} yet; run --algorithm {config.algorithm} "
-            "with --impl torchssl.")
