@@ -109,6 +109,24 @@ class ProgressEvents:
         self.last_iteration = 0
         self.last_checkpoint: int | None = None
         self.next_progress_at = 0.0
+        self.stop_signal: str | None = None  # set by `stop`, the SIGTERM and SIGINT handler
+
+    def stop(self, signal_number, _frame) -> None:
+        """End the run: raise Stopped wherever the signal lands, and remember it for the next iteration.
+
+        Python drops an exception raised while it runs a weakref callback or a __del__ (it prints "Exception
+        ignored in ..."): a signal landing there would be lost, and the run would train on. So every call from
+        the training loop checks the flag as well.
+        """
+        # Ignore further signals while the run is being ended, so the cleanup itself is not interrupted.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.stop_signal = signal.Signals(signal_number).name
+        raise Stopped(self.stop_signal)
+
+    def _stop_if_signalled(self) -> None:
+        if self.stop_signal is not None:
+            raise Stopped(self.stop_signal)
 
     def send(self, event: str, **fields) -> None:
         line = json.dumps({"event": event, **fields})
@@ -130,17 +148,20 @@ class ProgressEvents:
         if names.EVAL_TOP1 in metrics:
             self.latest_top1 = float(metrics[names.EVAL_TOP1])
         self._send_progress(evaluated=names.EVAL_TOP1 in metrics)
+        self._stop_if_signalled()
 
     def on_progress(self, iteration: int) -> None:
         self.last_iteration = iteration
         if time.monotonic() >= self.next_progress_at:
             self._send_progress(evaluated=False)
+        self._stop_if_signalled()
 
     def on_checkpoint(self, iteration: int) -> None:
         self.last_checkpoint = iteration or None  # 0: a run that starts afresh has none
         self.last_iteration = max(self.last_iteration, iteration)  # a resumed run starts there
         if iteration:
             self._send_progress(evaluated=False)  # the runner learns what a kill would keep
+        self._stop_if_signalled()
 
     def _send_progress(self, evaluated: bool) -> None:
         self.next_progress_at = time.monotonic() + self.PROGRESS_SECONDS
@@ -179,13 +200,6 @@ def _claim_stdout_for_events() -> IO[str]:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return events
-
-
-def _raise_stopped(signal_number, _frame) -> None:
-    # Ignore further signals while the run is being ended, so the cleanup itself is not interrupted.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise Stopped(signal.Signals(signal_number).name)
 
 
 def hold_run_lock(run_key_folder: Path | str):
@@ -237,8 +251,8 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
     client = tracking.LockRetryingClient(spec.tracking_uri)
     status, message, result = "FAILED", "", None
     run_started = False
-    signal.signal(signal.SIGTERM, _raise_stopped)
-    signal.signal(signal.SIGINT, _raise_stopped)
+    signal.signal(signal.SIGTERM, events.stop)
+    signal.signal(signal.SIGINT, events.stop)
     try:
         tracking.configure_system_metrics()
         run = client.get_run(spec.run_id)

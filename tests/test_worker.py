@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from harness import tracking
 from harness.data import load_cifar10
 from harness.presets import PRESETS
 from harness.splits import draw_split
-from harness.worker import EXIT_FAILED, RunSpec
+from harness.worker import EXIT_FAILED, ProgressEvents, RunSpec, Stopped
 from tests.fixtures_data import SUBSET_DIR
 
 
@@ -131,3 +132,25 @@ def test_a_stopped_run_records_which_checkpoint_it_kept_and_what_resuming_trains
     # The checkpoint on disk is the one the message names.
     saved = torch.load(Path(spec.work_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert saved["training"]["scheduler"]["last_epoch"] == kept
+
+
+def test_a_sigterm_whose_exception_python_drops_still_stops_the_run_at_the_next_iteration(monkeypatch):
+    # Python prints and drops an exception raised in a weakref callback (an import lock's, say): a SIGTERM landing
+    # there must still stop the run, at the next call from the training loop.
+    events = ProgressEvents(None, total_iterations=1000)
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    previous = {number: signal.signal(number, events.stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        class Collectable:
+            pass
+
+        collectable = Collectable()
+        reference = weakref.ref(collectable, lambda _: signal.raise_signal(signal.SIGTERM))
+        del collectable  # the callback runs here; the handler's Stopped is dropped, not raised
+        assert reference() is None and [type(entry.exc_value) for entry in dropped] == [Stopped]
+        with pytest.raises(Stopped, match="SIGTERM"):
+            events.on_progress(7)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
