@@ -30,7 +30,7 @@ import torch
 from common import SUBSET_DIR
 
 import harness.torchvision_compat  # noqa: F401  (must precede any torchvision import)
-from harness import vendor
+from implementations.torchssl import checkout as vendor
 from harness.data import DataError, load_cifar10
 from implementations.interface import TrainConfig
 from implementations.ledger import TORCHSSL_CHOICES

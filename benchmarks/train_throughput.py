@@ -40,7 +40,7 @@ from common import KeepingSink, peak_rss_mib, subset_run_inputs
 
 from harness.presets import resolve_preset
 from harness.runner import with_kept_freed_memory
-from harness.vendor import VendorError, verify_checkout
+from implementations.torchssl.checkout import VendorError, verify_checkout
 from implementations import interface as names
 from implementations import load_implementation
 from implementations.own.trainer import resolve_device

@@ -171,7 +171,7 @@ def parity_command(labels: int, steps: int, seed: int, data_dir: Path, own_defau
                                               own_defaults=own_defaults)))
 
 
-# --- bench vendor: owned by harness/vendor.py
+# --- bench vendor: owned by implementations/torchssl/checkout.py
 @main.group(short_help="Fetch and check the pinned TorchSSL checkout.")
 def vendor() -> None:
     """The pinned TorchSSL checkout that `--impl torchssl` runs (see vendor/torchssl.toml)."""
@@ -182,7 +182,7 @@ def vendor() -> None:
               help="Git URL or local clone/mirror to fetch from (default: the pin's URL).")
 def vendor_sync(source: str | None) -> None:
     """Fetch TorchSSL at the pinned commit into the checkout folder and verify it."""
-    from harness import vendor as vendoring
+    from implementations.torchssl import checkout as vendoring
 
     try:
         info = vendoring.sync_checkout(source)
@@ -194,7 +194,7 @@ def vendor_sync(source: str | None) -> None:
 @vendor.command("status")
 def vendor_status() -> None:
     """Print the checkout's path, commit and cleanliness; exit 1 unless it is the pin, unmodified."""
-    from harness import vendor as vendoring
+    from implementations.torchssl import checkout as vendoring
 
     try:
         pin = vendoring.read_pin()

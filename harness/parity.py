@@ -85,7 +85,7 @@ def parity_config(options: ParityOptions) -> TrainConfig:
 
 
 def run_parity(options: ParityOptions) -> int:
-    from harness import vendor
+    from implementations.torchssl import checkout as vendor
     from harness.data import DataError, load_cifar10
     from harness.splits import SplitError, draw_split
     from implementations.own import parity as own_parity
@@ -135,7 +135,7 @@ def _sentence(error: Exception) -> str:
 
 
 def _header(options: ParityOptions, config: TrainConfig, data) -> str:
-    from harness import vendor
+    from implementations.torchssl import checkout as vendor
 
     kept = f"; left at own's default: {', '.join(options.own_defaults)}" if options.own_defaults else ""
     return (f"bench parity: own-as-torchssl against TorchSSL {vendor.read_pin().commit[:7]}, "

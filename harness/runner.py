@@ -337,7 +337,7 @@ def _draw_splits(data: ImageData, data_dir: Path, label_counts, seeds) -> dict:
 
 
 def _check_torchssl_checkout() -> None:
-    from harness.vendor import VendorError, verify_checkout
+    from implementations.torchssl.checkout import VendorError, verify_checkout
 
     try:
         verify_checkout()

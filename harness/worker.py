@@ -358,7 +358,7 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
 def _torchssl_checkout_tags() -> dict[str, str]:
     """The TorchSSL commit this run executes, and whether its tree is unmodified (the runner refused to
     start with anything but the clean pinned checkout; this records what the worker actually found)."""
-    from harness import vendor
+    from implementations.torchssl import checkout as vendor
 
     checkout = vendor.inspect_checkout()
     return {"torchssl_commit": checkout.commit, "torchssl_tree_clean": str(checkout.clean).lower()}

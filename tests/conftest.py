@@ -16,7 +16,7 @@ import os
 
 import pytest
 
-from harness import vendor
+from implementations.torchssl import checkout as vendor
 from tests.fixtures_data import TORCHSSL_BUNDLE
 
 

@@ -48,7 +48,7 @@ def torchssl_checkout() -> Path:
     no bundle to sync it from (tests/conftest.py) and no checkout."""
     import pytest
 
-    from harness import vendor
+    from implementations.torchssl import checkout as vendor
 
     try:
         return vendor.verify_checkout().path

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from harness import vendor
+from implementations.torchssl import checkout as vendor
 from harness.presets import PRESETS
 from implementations import interface as names
 from implementations.interface import ALGORITHMS, RunInputs, for_algorithm

@@ -13,7 +13,7 @@ import git
 import pytest
 from click.testing import CliRunner
 
-from harness import vendor
+from implementations.torchssl import checkout as vendor
 from harness.cli import main
 from tests.fixtures_data import TORCHSSL_BUNDLE, torchssl_checkout
 

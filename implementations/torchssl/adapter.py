@@ -1,6 +1,6 @@
 """TorchSSL's algorithms, unmodified at the pinned commit, behind our interface.
 
-`TorchSSLImplementation.train` verifies the checkout (harness/vendor.py), builds TorchSSL's arguments from
+`TorchSSLImplementation.train` verifies the checkout (checkout.py), builds TorchSSL's arguments from
 our resolved `TrainConfig`, hands it our split and our image arrays, and runs the algorithm's script in a
 child process of its own (child.py: TorchSSL's top-level modules `models`, `datasets`, `utils` must not meet
 ours). The child streams TorchSSL's numbers back as JSON lines on a pipe, under our metric names
@@ -49,7 +49,7 @@ from typing import Mapping
 import numpy as np
 import yaml
 
-from harness import vendor
+from implementations.torchssl import checkout as vendor
 from implementations.interface import (
     ALGORITHMS, EVAL_TOP1, METHOD_FIELDS, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult,
     TrainConfig, resolve_device,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness import vendor
+from implementations.torchssl import checkout as vendor
 from implementations.interface import ImageData, TrainConfig
 from implementations.torchssl.adapter import REPO_ROOT, SPLIT_FILE, build_torchssl_args, read_reference_config
 

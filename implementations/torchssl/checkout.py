@@ -7,8 +7,8 @@ verifies it. `verify_checkout` is what every torchssl run calls first: the refer
 pinned commit and only unmodified ("clean": no changed or untracked file; TorchSSL's .gitignore
 applies). Every problem raises `VendorError` whose message is one sentence saying what to do.
 
-A leaf module (gitpython and the standard library only), so the runner and the TorchSSL adapter may
-both import it.
+A leaf module (gitpython and the standard library only): the TorchSSL adapter uses it, and so does the harness
+(`bench vendor`, the runner's check before a grid starts), which may import implementations but not the reverse.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import git
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PIN_FILE = REPO_ROOT / "vendor" / "torchssl.toml"
 DEFAULT_CHECKOUT = REPO_ROOT / "vendor" / "TorchSSL"
 CHECKOUT_ENV = "SSL_BENCH_TORCHSSL_DIR"
