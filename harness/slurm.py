@@ -125,35 +125,49 @@ class RunJob(submitit.helpers.Checkpointable):
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [self.project_root, environment.get("PYTHONPATH")]))
         work_dir = Path(self.spec_path).parent
         with open(work_dir / "worker.log", "ab") as log:
-            # The worker ignores USR2: Slurm may signal every process of the job, and the job's own handler
-            # (submitit's) is what stops the worker and requeues.
             self._worker = subprocess.Popen([sys.executable, "-m", "harness.worker", self.spec_path],
                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                                            env=environment, preexec_fn=_ignore_usr2)
+                                            env=environment, preexec_fn=_prepare_worker)
             try:
                 return_code = self._worker.wait()
             except BaseException:  # the job is cancelled (scancel, or a local job's SIGINT): so is its run
-                self._worker.send_signal(signal.SIGTERM)
+                self._stop_worker()
                 raise
         if return_code not in (EXIT_FINISHED, EXIT_FAILED):  # a FAILED run is recorded in MLflow, not a job failure
             raise RuntimeError(f"the worker of {self.spec_path} ended with exit code {return_code}; see {log.name}")
         return return_code
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
-        if self._worker is not None and self._worker.poll() is None:
-            self._worker.send_signal(signal.SIGTERM)
-            try:  # within the warning time Slurm gives before it kills the job
-                self._worker.wait(timeout=self.stop_seconds)
-            except subprocess.TimeoutExpired:
-                self._worker.kill()
+        self._stop_worker()
         return submitit.helpers.DelayedSubmission(RunJob(self.spec_path, self.project_root, self.stop_seconds))
+
+    def _stop_worker(self) -> None:
+        """SIGTERM: the worker ends its run KILLED, its checkpoint kept. The job waits for that, so that no worker
+        outlives its job."""
+        if self._worker is None or self._worker.poll() is not None:
+            return
+        self._worker.send_signal(signal.SIGTERM)
+        try:  # within the warning time Slurm gives before it kills the job
+            self._worker.wait(timeout=self.stop_seconds)
+        except subprocess.TimeoutExpired:
+            self._worker.kill()
+            self._worker.wait()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_worker": None}
 
 
-def _ignore_usr2() -> None:
+def _prepare_worker() -> None:
+    """In the worker, before it starts: it ignores USR2, since Slurm may signal every process of the job and the
+    job's own handler (submitit's) is what stops the worker and requeues; and it gets SIGTERM when the job's
+    process dies however it dies (Linux), so that it ends its run rather than train on as an orphan."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 @dataclass

@@ -117,6 +117,13 @@ def wait_until(condition, seconds: float, what: str):
     raise AssertionError(f"waited {seconds:.0f} s for {what}")
 
 
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def children(output_dir: Path) -> list:
     client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
@@ -196,10 +203,14 @@ def test_bench_cancel_stops_the_jobs_and_the_same_command_submits_them_again(tmp
     wait_until(lambda: [run for run in children(output_dir)[0] if run.info.status == "RUNNING"], 120, "the run")
     cancelled = bench("cancel", "--output-dir", str(output_dir))
     assert cancelled.returncode == 0 and f"cancelled job {job_id}" in cancelled.stdout
-    # Its worker ends the run KILLED; on a loaded machine the local controller may kill the worker before it has, and
-    # then `bench status` ends the run of the ended job, as it does for a lost node (below).
-    wait_until(lambda: all(run.info.status == "KILLED" for run in children(output_dir)[0])
-               or (bench("status", "--output-dir", str(output_dir)) and False), 180, "the run to stop")
+    # submitit's local cancel: SIGINT to the job's process, SIGKILL a second later. Its worker still ends the run
+    # KILLED itself, and does not outlive the job.
+    wait_until(lambda: all(run.info.status == "KILLED" for run in children(output_dir)[0]), 120, "the run to stop")
+    (worker_file,) = output_dir.glob(f"{tracking.DEFAULT_EXPERIMENT}/*/worker.json")
+    worker_pid = json.loads(worker_file.read_text())["worker_pid"]
+    wait_until(lambda: not alive(worker_pid), 60, "the worker to end")
+    (run,) = children(output_dir)[0]
+    assert re.match(r"stopped by SIG(TERM|INT) at iteration \d+", run.data.tags[tracking.ERROR_TAG])
     again = bench(*command)
     (new_job,) = re.findall(r"SUBMITTED \(job (\d+)\)", again.stdout)
     assert new_job != job_id
