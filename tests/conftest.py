@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import psutil
 import pytest
 
 from implementations.torchssl import checkout as vendor
@@ -51,3 +52,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+TRAINING_PROCESSES = ("harness.worker", "implementations.torchssl.child")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_training_process_outlives_its_module(tmp_path_factory):
+    """A test that fails while a worker trains could leave it training for the rest of the session, slowing every
+    later test on a 2-core machine: any worker or TorchSSL child on this session's files is killed after each module."""
+    yield
+    session_folder = str(tmp_path_factory.getbasetemp())
+    leftovers = []
+    for process in psutil.process_iter(["cmdline"]):
+        command = process.info["cmdline"] or []
+        if any(module in command for module in TRAINING_PROCESSES) and any(session_folder in part for part in command):
+            leftovers.append(process)
+    for process in leftovers:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(leftovers, timeout=10)
