@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
@@ -294,6 +295,14 @@ def test_the_method_section_describes_each_implementation_as_it_ran_with_files_t
     assert section.index("Method as implemented") < section.index("What own and TorchSSL do differently")
 
 
+def edges_drawn_on(png: Path) -> list[str]:
+    """The edges of a figure that something is drawn on: a legend or a label cut off by the figure's border."""
+    with Image.open(png) as image:
+        pixels = np.asarray(image.convert("L"))
+    edges = {"left": pixels[:, :2], "right": pixels[:, -2:], "top": pixels[:2], "bottom": pixels[-2:]}
+    return [edge for edge, strip in edges.items() if (strip < 250).any()]
+
+
 @pytest.mark.slow
 def test_every_referenced_figure_exists_and_is_a_png(grid):
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", grid["text"])
@@ -304,6 +313,7 @@ def test_every_referenced_figure_exists_and_is_a_png(grid):
         with Image.open(grid["out"] / link) as image:
             assert image.format == "PNG"
             image.verify()
+        assert edges_drawn_on(grid["out"] / link) == [], link  # nothing cut off
 
 
 @pytest.mark.slow

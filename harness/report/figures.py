@@ -84,13 +84,14 @@ def _plot_band(axis, curves: pd.DataFrame, label: str, line_color: str, scale: f
                           color=line_color, alpha=0.2, linewidth=0)
 
 
-def _label_grid(label_counts: list[int], rows_per_label: bool, panels_per_label: int, height: float):
+def _label_grid(label_counts: list[int], rows_per_label: bool, panels_per_label: int, height: float,
+                full_width: bool = False):
     if rows_per_label:
         shape = (len(label_counts), panels_per_label)
     else:
         columns = min(COLUMNS_PER_ROW, len(label_counts))
         shape = (int(np.ceil(len(label_counts) / columns)), columns)
-    width = WIDTH_INCHES if shape[1] > 1 else WIDTH_INCHES * 0.6  # one panel: no need to stretch it
+    width = WIDTH_INCHES if shape[1] > 1 or full_width else WIDTH_INCHES * 0.6  # one panel: no need to stretch it
     figure = Figure(figsize=(width, height * shape[0]), layout="constrained", dpi=DPI)
     axes = figure.subplots(*shape, squeeze=False)
     return figure, axes
@@ -145,7 +146,8 @@ def methods_top1_vs_iteration(data: ReportData, report_sections: list[Section], 
     label_counts = sorted(runs["labels"].unique())
     (report_dir / "figures").mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context(STYLE):
-        figure, axes = _label_grid(label_counts, rows_per_label=True, panels_per_label=1, height=3.6)
+        # Full width: the legend beside the panel has a line per method and implementation.
+        figure, axes = _label_grid(label_counts, rows_per_label=True, panels_per_label=1, height=3.6, full_width=True)
         for axis, labels in zip(axes.flat, label_counts):
             for section in sorted(report_sections, key=lambda section: section.algorithm):
                 line_color = _ALGORITHM_PALETTE[algorithms.index(section.algorithm) % len(_ALGORITHM_PALETTE)]
