@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from common import SUBSET_DIR
 
-import harness.torchvision_compat  # noqa: F401  (must precede any torchvision import)
+import implementations.torchvision_compat  # noqa: F401  (must precede any torchvision import)
 from implementations.torchssl import checkout as vendor
 from harness.data import DataError, load_cifar10
 from implementations.interface import TrainConfig

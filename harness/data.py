@@ -106,7 +106,7 @@ def _batches_folder(data_dir: Path, download: bool) -> Path:
 
 
 def _download(root: Path) -> None:
-    import harness.torchvision_compat  # noqa: F401  (must precede any torchvision import)
+    import implementations.torchvision_compat  # noqa: F401  (must precede any torchvision import)
     from torchvision.datasets import CIFAR10
 
     try:

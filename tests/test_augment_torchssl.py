@@ -72,7 +72,7 @@ def cutout_sides() -> list[float]:
 TORCHSSL_SCRIPT = """
 import json, random, sys
 sys.path.insert(0, {checkout!r})
-import harness.torchvision_compat  # before anything imports torchvision
+import implementations.torchvision_compat  # before anything imports torchvision
 import numpy as np
 import torch
 from PIL import Image

@@ -66,7 +66,7 @@ def _torchssl_sampled_indices(checkout: Path, cases: list[tuple[int, int]], tmp_
     script = textwrap.dedent(f"""
         import json, os, sys, types
         import numpy as np
-        import harness.torchvision_compat  # lets TorchSSL's torchvision import work on CPU torch
+        import implementations.torchvision_compat  # lets TorchSSL's torchvision import work on CPU torch
         sys.path.insert(0, {str(checkout)!r})
         from datasets.data_utils import sample_labeled_data
 

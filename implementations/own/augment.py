@@ -26,9 +26,7 @@ from typing import Callable, Literal
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-import harness.torchvision_compat  # noqa: F401  (must precede any torchvision import)
 from implementations.interface import TrainConfig
-from torchvision.transforms import functional as tv_functional
 
 # Per-channel mean and std that standardise images, by TrainConfig.normalization. kekmodel/FixMatch-pytorch's
 # CIFAR-10 training-set statistics (own's default); TorchSSL's (datasets/ssl_dataset.py) agree to 2e-4.
@@ -214,6 +212,10 @@ def random_cutout(image: Image.Image, recipe: AugmentationRecipe, rng: random.Ra
 
 def flip_and_crop(image: Image.Image, flip: bool, top: int, left: int) -> Image.Image:
     """Mirror (if `flip`), reflect-pad by CROP_PADDING, crop IMAGE_SIZE² at (top, left) of the padded image."""
+    # Imported here: training uses the batched ops only, and its processes need not pay for importing torchvision.
+    import implementations.torchvision_compat  # noqa: F401  (must precede any torchvision import)
+    from torchvision.transforms import functional as tv_functional
+
     if flip:
         image = ImageOps.mirror(image)
     padded = tv_functional.pad(image, CROP_PADDING, padding_mode="reflect")

@@ -390,7 +390,7 @@ def make_torchssl_importable(checkout: str, emulate_cuda: bool, script: str) -> 
         from implementations.torchssl.cuda_on_cpu import pretend_cuda_on_cpu
 
         pretend_cuda_on_cpu()
-    import harness.torchvision_compat  # noqa: F401  (before TorchSSL imports torchvision)
+    import implementations.torchvision_compat  # noqa: F401  (before TorchSSL imports torchvision)
 
     _tensorboard_stand_in()
     clashes = [name for name in (*TORCHSSL_TOP_LEVEL_MODULES, script) if name in sys.modules]
