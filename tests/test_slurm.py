@@ -220,7 +220,7 @@ def test_bench_cancel_stops_the_jobs_and_the_same_command_submits_them_again(tmp
     # A job killed outright (the node lost, SIGKILL) cannot end its run: `bench status` finds it and ends it.
     wait_until(lambda: children(output_dir)[0][0].info.status == "RUNNING", 120, "the resubmitted run")
     job = psutil.Process(int(new_job))
-    for process in [job, *job.children(recursive=True)]:
+    for process in [*reversed(job.children(recursive=True)), job]:  # the worker first: it gets SIGTERM when its job dies
         process.kill()
     psutil.wait_procs([job], timeout=30)
     status = bench("status", "--output-dir", str(output_dir))
