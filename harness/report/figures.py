@@ -271,7 +271,8 @@ def per_class_accuracy(data: ReportData, section: Section, report_dir: Path) -> 
         axis.set_ylim(0, 100)
         axis.set_ylabel("test accuracy %")
         axis.set_title(f"Per-class accuracy at the last evaluation, {labels} labels")
-        axis.legend(loc="lower right", ncols=len(impls))
+        # Below the class names: inside the axes it hid bars, beside them it crowded the class names.
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=len(impls), frameon=False)
     if not found:
         return None
     path = _save(figure, report_dir, section, "per_class_accuracy")
