@@ -8,9 +8,11 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import weakref
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -132,6 +134,28 @@ def test_a_stopped_run_records_which_checkpoint_it_kept_and_what_resuming_trains
     # The checkpoint on disk is the one the message names.
     saved = torch.load(Path(spec.work_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
     assert saved["training"]["scheduler"]["last_epoch"] == kept
+
+
+@pytest.mark.slow
+def test_the_worker_of_a_slurm_job_killed_outright_still_ends_its_run(store, split_path, tmp_path):
+    # submitit's local cancel SIGKILLs the job's process a second after its SIGINT: nothing in the job can stop its
+    # worker then. The kernel sends the worker SIGTERM when its job dies, and the worker ends its run KILLED.
+    spec = planned_run(store, split_path, tmp_path, iterations=100_000)
+    job = subprocess.Popen([sys.executable, "-c", "import sys; from harness.slurm import RunJob; "
+                            "RunJob(sys.argv[1], sys.argv[2], stop_seconds=30)()", str(tmp_path / "spec.json"),
+                            str(Path(__file__).resolve().parents[1])])
+    progress = Path(spec.work_dir) / "progress.json"
+    deadline = time.monotonic() + 120
+    while not progress.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert progress.exists(), (tmp_path / "worker.log").read_text()
+    worker = psutil.Process(json.loads((tmp_path / "worker.json").read_text())["worker_pid"])
+    job.kill()
+    job.wait()
+    worker.wait(timeout=60)
+    run = store.client().get_run(spec.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[tracking.ERROR_TAG].startswith("stopped by SIGTERM at iteration ")
 
 
 def test_a_sigterm_whose_exception_python_drops_still_stops_the_run_at_the_next_iteration(monkeypatch):
