@@ -13,6 +13,7 @@ What was submitted is recorded per run (`slurm_job.json` in the run's folder), s
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import shlex
@@ -157,17 +158,24 @@ class RunJob(submitit.helpers.Checkpointable):
         return {**self.__dict__, "_worker": None}
 
 
+def _libc_prctl():
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl  # Linux
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()  # looked up here: between fork and exec, loading a library could deadlock
+PR_SET_PDEATHSIG = 1
+
+
 def _prepare_worker() -> None:
     """In the worker, before it starts: it ignores USR2, since Slurm may signal every process of the job and the
     job's own handler (submitit's) is what stops the worker and requeues; and it gets SIGTERM when the job's
     process dies however it dies (Linux), so that it ends its run rather than train on as an orphan."""
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 @dataclass
