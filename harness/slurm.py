@@ -20,6 +20,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -143,19 +144,31 @@ class RunJob(submitit.helpers.Checkpointable):
         return submitit.helpers.DelayedSubmission(RunJob(self.spec_path, self.project_root, self.stop_seconds))
 
     def _stop_worker(self) -> None:
-        """SIGTERM: the worker ends its run KILLED, its checkpoint kept. The job waits for that, so that no worker
-        outlives its job."""
-        if self._worker is None or self._worker.poll() is not None:
+        """SIGTERM: the worker ends its run KILLED, its checkpoint kept. The job waits for that, within the warning
+        time Slurm gives before it kills the job, so that no worker outlives its job.
+
+        Called from submitit's signal handler, which interrupts `__call__`'s `wait()` while that holds the Popen's
+        wait lock: another `wait()` here would never see the worker end (or, without a timeout, never return).
+        So this watches the worker's process state instead, and leaves reaping it to the interrupted wait."""
+        if self._worker is None or not _running(self._worker.pid):
             return
         self._worker.send_signal(signal.SIGTERM)
-        try:  # within the warning time Slurm gives before it kills the job
-            self._worker.wait(timeout=self.stop_seconds)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + self.stop_seconds
+        while _running(self._worker.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _running(self._worker.pid):
             self._worker.kill()
-            self._worker.wait()
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_worker": None}
+
+
+def _running(pid: int) -> bool:
+    """Not yet ended: a process that ended but is not yet reaped (a zombie) has ended."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _libc_prctl():
