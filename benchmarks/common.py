@@ -33,8 +33,9 @@ class KeepingSink:
         pass
 
 
-def subset_run_inputs(config: TrainConfig, work_dir: Path, num_labels: int = 40) -> RunInputs:
-    data = load_cifar10(SUBSET_DIR)
+def subset_run_inputs(config: TrainConfig, work_dir: Path, num_labels: int = 40,
+                      data_dir: Path = SUBSET_DIR) -> RunInputs:
+    data = load_cifar10(data_dir)
     split = draw_split(data.train_labels, num_labels, config.seed, data.num_classes, data.identity)
     return RunInputs(config, data, split.labeled_indices, split.digest, work_dir)
 

@@ -1,5 +1,5 @@
 """Benchmark: page faults of a settled training step, glibc's default malloc against the setting
-`bench run` gives every run process (harness/runner.py, KEEP_FREED_MEMORY_TUNABLES).
+`bench run` gives every run process (harness/launch.py, KEEP_FREED_MEMORY_TUNABLES).
 
 A small convolutional network whose activations (32 MiB each at batch 256) are above glibc's mmap
 threshold trains a few steps in a fresh process; the page faults of its last step are counted, once
@@ -20,7 +20,7 @@ import sys
 
 import common  # noqa: F401  (puts the repository on sys.path)
 
-from harness.runner import with_kept_freed_memory
+from harness.launch import with_kept_freed_memory
 
 TRAINING_STEPS = """
 import resource, torch

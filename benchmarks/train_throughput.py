@@ -3,7 +3,7 @@
 Both implementations train through the same interface on the same real CIFAR-10 images,
 split (40 labels, seed 0) and batch shape; each runs in a fresh process so that its peak
 resident memory (RSS) is its own, with the malloc setting `bench run` gives every run process
-(harness/runner.py, KEEP_FREED_MEMORY_TUNABLES; `--default-malloc` measures without it).
+(harness/launch.py, KEEP_FREED_MEMORY_TUNABLES; `--default-malloc` measures without it).
 Seconds per iteration are the median over log windows after the first (warm-up) window,
 excluding evaluation and checkpointing in both implementations.
 
@@ -39,11 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from common import KeepingSink, peak_rss_mib, subset_run_inputs
 
 from harness.presets import resolve_preset
-from harness.runner import with_kept_freed_memory
+from harness.launch import with_kept_freed_memory
 from implementations.torchssl.checkout import VendorError, verify_checkout
 from implementations import interface as names
 from implementations import load_implementation
-from implementations.own.trainer import resolve_device
+from implementations.interface import resolve_device
 from implementations.own.wide_resnet import WideResNet
 
 DEFAULT_ITERATIONS = {"paper": 5, "cpu": 40, "smoke": 60}
@@ -137,7 +137,7 @@ def main() -> None:
                for implementation, runs in measured.items()}
 
     flop = flop_per_iteration(config)
-    rates = best_matmul_flop_per_second(resolve_device(config.device))
+    rates = best_matmul_flop_per_second(torch.device(resolve_device(config.device)))
     floor = flop / max(rates.values())
     print(f"arithmetic floor: {flop / 1e12:.3f} TFLOP per iteration; best matmul here "
           + ", ".join(f"{dtype} {rate / 1e9:.0f} GFLOP/s" for dtype, rate in rates.items())

@@ -44,13 +44,18 @@ def _store_options(output_dir_help: str):
 @click.option("--iterations", type=int, default=None, help="Override the preset's number of training iterations.")
 @click.option("--eval-interval", type=int, default=None, help="Override the preset's evaluation interval (iterations).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="auto: CUDA when present, else CPU.")
+              help="auto: CUDA when present, else the CPU, said in one line (the paper preset then needs --device "
+                   "cpu); cuda: refuse to start without a GPU.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
               help="Folder holding cifar-10-batches-py (or that folder itself).")
 @click.option("--download", is_flag=True, help="Download CIFAR-10 into --data-dir when it is missing.")
 @_store_options(output_dir_help="MLflow store (embedded), splits, checkpoints and logs.")
 @click.option("--max-parallel", type=int, default=None,
-              help="Runs at once (default: one per GPU when several are present, else 1).")
+              help="Runs at once (default: one per GPU when several are present, else 1); more than the GPUs share "
+                   "them round-robin.")
+@click.option("--gpus", default=None, metavar="LIST",
+              help="Which GPUs the runs use, by the numbers this shell's CUDA sees (cuda:N), e.g. --gpus 2,3 "
+                   "(default: all it sees; with CUDA_VISIBLE_DEVICES set, its entries, which each worker is given).")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None,
               help="Autocast precision of own runs (default: the preset's: auto for paper, i.e. bf16 on a GPU or an "
                    "AMX CPU and fp32 on other CPUs; fp32 for cpu and smoke; bf16 becomes fp16 + GradScaler on a GPU "

@@ -31,6 +31,8 @@ from pathlib import Path
 import click
 
 from harness import tracking
+from harness.launch import (GpuChoiceError, GpuSlots, grid_gpus, visible_gpu_count, why_no_gpu, worker_command,
+                            worker_environment)
 from harness.presets import PRESETS, resolve_preset
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, WORKER_FILE,
                             RunSpec, hold_run_lock, write_worker_file)
@@ -41,13 +43,6 @@ SPLITS_FOLDER = "splits"
 NOT_STARTED = "NOT STARTED"
 SECONDS_TO_END_AFTER_STOP = 60  # a stopped worker gets this long to end its MLflow run before SIGKILL
 LOG_TAIL_LINES = 20
-
-# glibc serves every allocation above 32 MiB with its own mmap and unmaps it on free, so a CPU training
-# step faults all its activations in again (measured: 2.2 M page faults and 4-10 s of kernel time per
-# paper-shape step). With those two settings freed blocks stay in malloc's heap and the next step reuses
-# them, as the CUDA caching allocator does on a GPU; the price is that a process keeps its peak memory.
-KEEP_FREED_MEMORY_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
-
 
 @dataclass(frozen=True)
 class GridOptions:
@@ -67,6 +62,7 @@ class GridOptions:
     tracking_uri: str | None = None
     output_dir: Path = Path("runs")
     max_parallel: int | None = None
+    gpus: str | None = None  # --gpus 2,3: which of the GPUs this process sees (cuda:2, cuda:3) the workers get
     # Speed knobs of the own implementation; None keeps the preset's value (see TrainConfig).
     precision: str | None = None
     channels_last: bool | None = None
@@ -101,7 +97,7 @@ class GridPlan:
     output_dir: Path
     data_dir: Path
     max_parallel: int
-    gpu_ids: tuple[int, ...]  # one run per GPU when several are present
+    gpu_ids: tuple[str, ...]  # as each worker's CUDA_VISIBLE_DEVICES names it; one run per GPU, round-robin beyond
     not_implemented: str = ""  # the (implementation, algorithm) pairs of the grid left out, in words
 
 
@@ -180,8 +176,9 @@ def plan_grid(options: GridOptions) -> GridPlan:
         if labels <= 0:
             raise click.UsageError(f"--labels {labels} is not a positive number of labels.")
 
-    gpu_ids = _visible_gpus(options.device)
+    gpu_ids = _grid_gpus(options)
     max_parallel = options.max_parallel or max(1, len(gpu_ids))
+    _refuse_the_paper_preset_on_an_unasked_cpu(options, gpu_ids)
 
     _check_output_dir(Path(options.output_dir))
     store = tracking.resolve_store(options.output_dir, options.tracking_uri)
@@ -249,26 +246,28 @@ ESTIMATED_ITERATIONS = 100_000  # only grids of runs at least this long are time
 
 
 def _confirm_duration(options: GridOptions, runs: list[PlannedRun], data: ImageData, max_parallel: int,
-                      gpu_ids: tuple[int, ...]) -> None:
+                      gpu_ids: tuple[str, ...]) -> None:
     """A grid with a run that would train for more than a day on this device (the paper preset on a CPU: months;
     on a GPU: days) says so, with the estimate and the preset that fits, and starts only when confirmed (or --yes)."""
     if options.yes or not runs or max(run.config.iterations for run in runs) < ESTIMATED_ITERATIONS:
         return
-    from implementations import seconds_per_iteration
+    from harness.estimate import timed_step_seconds
 
     first = runs[0]
-    step = seconds_per_iteration(first.config, data, first.split.labeled_indices)
+    gpu = gpu_ids[0] if gpu_ids else None
+    device = f"GPU {gpu}" if gpu is not None else "this CPU"
+    click.echo(f"Timing one training step on {device} to estimate the grid's duration…", err=True)
+    step = timed_step_seconds(first.config, options.data_dir, first.split.labeled_indices, gpu)
     longest = max(run.config.iterations for run in runs)
     if longest * step <= LONG_RUN_SECONDS:
         return
     total = sum(run.config.iterations for run in runs) * step / max_parallel
-    device = "GPU" if gpu_ids else "CPU"
     cpu_config = resolve_preset("cpu", seed=first.seed, device=options.device)
-    cpu_minutes = cpu_config.iterations * seconds_per_iteration(cpu_config, data, first.split.labeled_indices) / 60
-    message = (f"A run of this grid would train for about {_long_duration(longest * step)} on this {device} "
+    cpu_step = timed_step_seconds(cpu_config, options.data_dir, first.split.labeled_indices, gpu)
+    message = (f"A run of this grid would train for about {_long_duration(longest * step)} on {device} "
                f"({longest:,} iterations at {step:.2f} s each, measured here), the {len(runs)} run(s) about "
                f"{_long_duration(total)} ({max_parallel} at a time); `--preset cpu` trains a run in about "
-               f"{cpu_minutes:.0f} minutes here.")
+               f"{cpu_config.iterations * cpu_step / 60:.0f} minutes here.")
     if sys.stdin.isatty() and sys.stderr.isatty():
         click.echo(message, err=True)
         if click.confirm("Start it anyway?", default=False, err=True):
@@ -287,17 +286,37 @@ def _sentence(error: Exception) -> str:
     return text[0].upper() + text[1:] if text else type(error).__name__
 
 
-def _visible_gpus(device: str) -> tuple[int, ...]:
-    if device not in ("auto", "cpu", "cuda"):
-        raise click.UsageError(f"Unknown --device '{device}'; choose from auto, cpu, cuda.")
-    if device == "cpu":
+def _grid_gpus(options: GridOptions) -> tuple[str, ...]:
+    """The GPUs the workers get (launch.grid_gpus). With `--device auto` and none here, one line says so and why,
+    before anything starts: a grid must never train on the CPU without a word."""
+    if options.device not in ("auto", "cpu", "cuda"):
+        raise click.UsageError(f"Unknown --device '{options.device}'; choose from auto, cpu, cuda.")
+    chosen = parse_int_list(options.gpus, "--gpus") if options.gpus is not None else None
+    if chosen is not None and (options.device == "cpu" or options.executor != "local"):
+        raise click.UsageError("--gpus chooses among this machine's GPUs for local runs; it goes with "
+                               "--device auto or cuda and the local executor.")
+    if options.device == "cpu" or options.executor != "local":  # a Slurm job's device is its node's, not this one's
         return ()
-    import torch
+    count = visible_gpu_count()
+    if count == 0:
+        reason = why_no_gpu()
+        if options.device == "cuda" or chosen is not None:
+            asked = "--device cuda" if options.device == "cuda" else f"--gpus {options.gpus}"
+            raise click.UsageError(f"{asked} was asked for, but {reason}; use --device cpu.")
+        click.echo(f"No GPU: {reason}; the runs train on the CPU.", err=True)
+        return ()
+    try:
+        return grid_gpus(count, os.environ, chosen)
+    except GpuChoiceError as error:
+        raise click.UsageError(str(error)) from None
 
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if device == "cuda" and count == 0:
-        raise click.UsageError("--device cuda was asked for, but PyTorch sees no CUDA device here; use --device cpu.")
-    return tuple(range(count))
+
+def _refuse_the_paper_preset_on_an_unasked_cpu(options: GridOptions, gpu_ids: tuple[str, ...]) -> None:
+    """The paper preset on a CPU trains for months: refused, --yes or not, unless the user asked for the CPU."""
+    if options.preset == "paper" and not gpu_ids and options.device == "auto" and options.executor == "local":
+        raise click.UsageError(
+            "The paper preset on this machine's CPU would train each run for months (no GPU here, see the line "
+            "above); pass --device cpu to train on the CPU all the same, or choose --preset cpu.")
 
 
 def _check_output_dir(output_dir: Path) -> None:
@@ -387,7 +406,7 @@ class _Active:
     process: subprocess.Popen | None = None
     worker_pid: int | None = None  # of an attached worker, when known
     adopted: bool = False  # an attached worker whose runner is gone: this runner stops it on Ctrl-C
-    gpu_id: int | None = None
+    gpu_id: str | None = None  # as its CUDA_VISIBLE_DEVICES names it
     started: float = 0.0
     log_offset: int = 0
     bar: object = None
@@ -419,15 +438,6 @@ class GridResult:
     outcomes: list[RunOutcome]
     interrupted: bool  # Ctrl-C or SIGTERM stopped the grid
     submitted: bool = False  # --executor slurm: the runs were handed to Slurm, not run here
-
-
-def with_kept_freed_memory(environment: dict[str, str]) -> dict[str, str]:
-    """A run process's environment with glibc's malloc keeping freed memory (see above). Given to every
-    run, own and TorchSSL alike; ignored where the C library is not glibc. A user's own malloc tunables win."""
-    tunables = environment.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc." not in tunables:
-        environment = {**environment, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, KEEP_FREED_MEMORY_TUNABLES]))}
-    return environment
 
 
 def _read_worker_file(folder: Path) -> dict:
@@ -626,7 +636,7 @@ class _Scheduler:
         self.active: dict[str, _Active] = {}  # by run key
         self.outcomes = outcomes
         self.events: queue.Queue = queue.Queue()
-        self.free_gpus = deque(plan.gpu_ids)
+        self.gpu_slots = GpuSlots(plan.gpu_ids)
         self.progress = _Progress(total=len(pending))
         self.stopping = False
         self.touched_parents: set[str] = set()
@@ -709,20 +719,16 @@ class _Scheduler:
         log_path = folder / LOG_FILE
         with open(log_path, "ab") as log:
             active.log_offset = log.tell()
-            environment = with_kept_freed_memory(dict(os.environ))
-            project_root = str(Path(__file__).resolve().parents[1])
-            environment["PYTHONPATH"] = os.pathsep.join(filter(None, [project_root, environment.get("PYTHONPATH")]))
+            active.gpu_id = self.gpu_slots.take()
+            # CPU runs side by side share the cores instead of each taking all of them.
+            threads = max(1, (os.cpu_count() or 1) // self.plan.max_parallel) \
+                if active.gpu_id is None and self.plan.max_parallel > 1 else None
+            environment = worker_environment(os.environ, gpu=active.gpu_id, threads=threads)
             environment[RUN_LOCK_FD_VARIABLE] = str(run_lock.fileno())
-            if self.free_gpus:
-                active.gpu_id = self.free_gpus.popleft()
-                environment["CUDA_VISIBLE_DEVICES"] = str(active.gpu_id)
-            elif self.plan.max_parallel > 1 and "OMP_NUM_THREADS" not in environment:
-                # CPU runs side by side share the cores instead of each taking all of them.
-                environment["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.plan.max_parallel))
             try:
                 # The worker inherits the open lock file: the run stays locked exactly as long as it lives.
                 active.process = subprocess.Popen(
-                    [sys.executable, "-m", "harness.worker", str(folder / SPEC_FILE)],
+                    worker_command(folder / SPEC_FILE),
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=environment,
                     start_new_session=True, text=True, bufsize=1, pass_fds=(run_lock.fileno(),),
                 )
@@ -779,8 +785,7 @@ class _Scheduler:
         key = active.planned.run_key
         del self.active[key]
         _kill_process_group(active.process.pid)  # anything the worker left behind (e.g. TorchSSL's process)
-        if active.gpu_id is not None:
-            self.free_gpus.append(active.gpu_id)
+        self.gpu_slots.give_back(active.gpu_id)
         if return_code == EXIT_BUSY:  # another `bench run` started it in the moment between: follow that one
             self.progress.run_ended(active.bar, None, "")
             self.pending.appendleft(active.planned)
@@ -989,8 +994,18 @@ def _print_grid_header(plan: GridPlan, pending: list[PlannedRun], outcomes: dict
         click.echo(f"{done} of {len(plan.runs)} runs already finished; skipping them.")
     if pending:
         click.echo(f"Running {len(pending)} run(s)" + (f", {resumed} resumed from an earlier attempt" if resumed else "")
-                   + f", {plan.max_parallel} at a time (a run another `bench run` is training is followed, not started "
-                   "twice).")
+                   + f", {plan.max_parallel} at a time{_gpu_words(plan)} (a run another `bench run` is training is "
+                   "followed, not started twice).")
+
+
+def _gpu_words(plan: GridPlan) -> str:
+    """Where the workers run: ' on GPU 4, 5 (one each)', or round-robin when more run at a time than GPUs."""
+    if not plan.gpu_ids:
+        return " on the CPU"
+    gpus = ", ".join(plan.gpu_ids)
+    if plan.max_parallel <= len(plan.gpu_ids):
+        return f" on GPU {gpus} (one run per GPU)"
+    return f" on GPU {gpus}: more runs at a time than GPUs, so they share them round-robin"
 
 
 def _duration(seconds: float | None) -> str:

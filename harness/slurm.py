@@ -28,7 +28,8 @@ from pathlib import Path
 import psutil
 import submitit
 
-from harness.worker import EXIT_FAILED, EXIT_FINISHED
+from harness.launch import worker_command, worker_environment
+from harness.worker import EXIT_FAILED, EXIT_FINISHED, LOG_FILE
 
 JOB_FILE = "slurm_job.json"
 # Slurm states in which a job will still run the worker: submitting its run again would train it twice.
@@ -116,18 +117,16 @@ def sbatch_script(options: SlurmOptions, folder: Path, job_name: str, jobs: int)
 class RunJob(submitit.helpers.Checkpointable):
     """One run as a job: the worker on the run's spec, stopped and requeued when Slurm says time is up."""
 
-    def __init__(self, spec_path: str, project_root: str, stop_seconds: float):
+    def __init__(self, spec_path: str, stop_seconds: float):
         self.spec_path = spec_path
-        self.project_root = project_root
         self.stop_seconds = stop_seconds
         self._worker: subprocess.Popen | None = None
 
     def __call__(self) -> int:
-        environment = dict(os.environ)
-        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [self.project_root, environment.get("PYTHONPATH")]))
+        environment = worker_environment(os.environ)  # the same as a local run's (launch.py)
         work_dir = Path(self.spec_path).parent
-        with open(work_dir / "worker.log", "ab") as log:
-            self._worker = subprocess.Popen([sys.executable, "-m", "harness.worker", self.spec_path],
+        with open(work_dir / LOG_FILE, "ab") as log:
+            self._worker = subprocess.Popen(worker_command(self.spec_path),
                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                                             env=environment, preexec_fn=_prepare_worker)
             try:
@@ -141,7 +140,7 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args, **kwargs) -> submitit.helpers.DelayedSubmission:
         self._stop_worker()
-        return submitit.helpers.DelayedSubmission(RunJob(self.spec_path, self.project_root, self.stop_seconds))
+        return submitit.helpers.DelayedSubmission(RunJob(self.spec_path, self.stop_seconds))
 
     def _stop_worker(self) -> None:
         """SIGTERM: the worker ends its run KILLED, its checkpoint kept. The job waits for that, within the warning
@@ -232,9 +231,8 @@ class JobRecord:
 def submit(options: SlurmOptions, folder: Path, specs: list[Path], job_name: str) -> list[submitit.Job]:
     """One job per spec, as one job array."""
     executor = options.executor(folder, job_name)
-    project_root = str(Path(__file__).resolve().parents[1])
     with _detached_output(options.cluster == "local"), executor.batch():
-        jobs = [executor.submit(RunJob(str(spec), project_root, options.signal_delay_s / 2)) for spec in specs]
+        jobs = [executor.submit(RunJob(str(spec), options.signal_delay_s / 2)) for spec in specs]
     return jobs
 
 

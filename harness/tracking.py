@@ -603,6 +603,7 @@ def environment_info(device: str = "auto") -> dict[str, object]:
         "cpu_count": os.cpu_count() or 0,
         "gpu_count": torch.cuda.device_count() if cuda else 0,
         "cuda": torch.version.cuda or "none",
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),  # the GPU the launcher gave it
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES") or "none",  # the malloc settings of the run process
     })
     return info

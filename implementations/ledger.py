@@ -30,6 +30,7 @@ class Difference:
     field: str | None = None  # the TrainConfig field that switches own to TorchSSL's choice
     torchssl_value: object = None  # that field's value for TorchSSL's choice
     agrees: bool = False  # own and TorchSSL do the same, by different code (listed because a reader may doubt it)
+    why_no_switch: str = "none: the report compares over the same window"  # a difference without a field
 
     @property
     def own_value(self) -> object:
@@ -131,6 +132,13 @@ LEDGER: tuple[Difference, ...] = (
         torchssl="every parameter whose name holds neither 'bn' nor 'bias' (train_utils.py, get_optimizer): "
                  "the same set",
         can_change_accuracy=False, agrees=True),
+    Difference(
+        "optimisation", "TF32 while training on a GPU (fp32 convolutions and matrix multiplies)",
+        paper="not stated (TensorFlow 1 on 2019 GPUs, before TF32)",
+        own="PyTorch's defaults: cuDNN convolutions in TF32 on Ampere and later GPUs, matrix multiplies in fp32 "
+            "(implementations/tf32.py); recorded per run as tf32_training",
+        torchssl="PyTorch's defaults (it sets neither switch)",
+        can_change_accuracy=False, agrees=True),
     # ---- evaluation
     Difference(
         "evaluation", "when the EMA model is evaluated",
@@ -142,9 +150,11 @@ LEDGER: tuple[Difference, ...] = (
     Difference(
         "evaluation", "precision of the evaluation",
         paper="fp32",
-        own="fp32, whatever the training precision",
-        torchssl="fp32",
-        can_change_accuracy=False, agrees=True),
+        own="true fp32 whatever the training precision: no autocast, and TF32 off on a GPU (implementations/tf32.py)",
+        torchssl="fp32 with PyTorch's defaults: on Ampere and later GPUs cuDNN runs its convolutions in TF32 "
+                 "(a 10-bit mantissa); on a CPU plain fp32",
+        can_change_accuracy=False, why_no_switch="none: own-as-torchssl evaluates in true fp32 too; each run records "
+                                                 "it as tf32_evaluation"),
 )
 
 # Every field a ledger entry switches, at TorchSSL's value: own configured as TorchSSL has it.

@@ -34,6 +34,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if not TORCHSSL_BUNDLE.exists():
         return
     try:
+        import git  # noqa: F401
+    except ImportError:  # a machine without the project's dependencies (the GPU check's): no TorchSSL tests
+        return
+    try:
         vendor.verify_checkout()
     except vendor.VendorError:
         try:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-SUBSET_DIR = Path(__file__).resolve().parents[2] / "shared/data/cifar10-subset"
+# $SSL_BENCH_SUBSET_DIR where the subset was copied elsewhere (benchmarks/gpu_check.py on a GPU machine)
+SUBSET_DIR = Path(os.environ.get("SSL_BENCH_SUBSET_DIR") or Path(__file__).resolve().parents[2] / "shared/data/cifar10-subset")
 SUBSET_BATCHES_DIR = SUBSET_DIR / "cifar-10-batches-py"
 TRAIN_BATCH_NAMES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5")
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -194,6 +194,14 @@ def test_flexmatch_state_update_lets_only_confident_predictions_overwrite_even_f
     assert LATEST.tolist() == [0, 0, 1, 2, -1, -1, -1, -1, -1, -1]  # a new tensor; the old state is left as it was
 
 
+def test_flexmatch_state_update_gives_an_image_drawn_twice_confidently_its_last_prediction_in_the_batch():
+    # image 3 (latest 2) drawn three times: confidently as 1, confidently as 0, then not confidently as 4
+    updated = updated_pseudo_labels(LATEST, indices=torch.tensor([3, 6, 3, 3]),
+                                    pseudo_labels=torch.tensor([1, 4, 0, 4]),
+                                    confident=torch.tensor([True, True, True, False]))
+    assert updated.tolist() == [0, 0, 1, 0, -1, -1, 4, -1, -1, -1]
+
+
 @pytest.mark.parametrize("done, expected", [(0, 0.0), (20, 5.0), (40, 10.0), (100, 10.0)])
 def test_the_weight_ramps_up_linearly_over_the_warmup_fraction(done, expected):
     assert linear_rampup(10.0, done, total_iterations=100, warmup_fraction=0.4) == pytest.approx(expected)

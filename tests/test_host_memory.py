@@ -6,7 +6,7 @@ by benchmarks/host_memory.py, not asserted here.
 
 from __future__ import annotations
 
-from harness.runner import KEEP_FREED_MEMORY_TUNABLES, with_kept_freed_memory
+from harness.launch import KEEP_FREED_MEMORY_TUNABLES, with_kept_freed_memory
 
 
 def test_a_run_process_gets_the_kept_freed_memory_tunables():

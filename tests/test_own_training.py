@@ -10,10 +10,11 @@ import torch
 from harness.data import load_cifar10
 from harness.splits import draw_split
 from implementations import interface as names
-from implementations.interface import NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
+from implementations.interface import CheckpointError, NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
 from implementations.own.methods import OWN_ALGORITHMS
 from implementations.own.step_loss import StepLoss
-from implementations.own.trainer import CHECKPOINT_NAME, OwnFixMatch, TrainingSignals, autocast_dtype
+from implementations.own.trainer import (CHECKPOINT_NAME, Evaluator, OwnFixMatch, Progress, TrainingSignals,
+                                         autocast_dtype)
 from tests.fixtures_data import SUBSET_DIR
 
 TINY = TrainConfig(
@@ -92,6 +93,51 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, algori
     if algorithm == "flexmatch":  # there was a state to restore: images with a confident pseudo-label
         saved = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)["training"]["method_state"]
         assert (saved.latest_pseudo_labels >= 0).any()
+
+
+def _interrupted_then_resumed(config: TrainConfig, work_dir: Path) -> RecordingSink:
+    with pytest.raises(KeyboardInterrupt):  # interrupted after the checkpoint at iteration 4
+        OwnFixMatch().train(run_inputs(config, work_dir), RecordingSink(crash_after=5))
+    resumed = RecordingSink()
+    OwnFixMatch().train(run_inputs(config, work_dir), resumed)
+    return resumed
+
+
+@pytest.mark.parametrize("algorithm", ["fixmatch", "flexmatch"])
+def test_a_checkpoint_loaded_where_a_map_location_naming_the_training_device_moves_tensors_resumes_bit_identically(
+        tmp_path, monkeypatch, algorithm):
+    # On a GPU, torch.load(map_location=<the training device>) moves every tensor there, the random-stream states
+    # (CPU byte tensors) too, and set_rng_state refuses them. The CPU build has no GPU: here a map_location naming a
+    # device (the training device) moves every tensor to the meta device instead, off the CPU all the same.
+    original_load = torch.load
+
+    def load_moving_to_the_named_device(path, *args, map_location=None, **kwargs):
+        if isinstance(map_location, torch.device):
+            map_location = "meta"
+        return original_load(path, *args, map_location=map_location, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load_moving_to_the_named_device)
+    config = for_algorithm(TINY, algorithm).replace(**RESUME_CHANGES.get(algorithm, {}))
+    uninterrupted = RecordingSink()
+    OwnFixMatch().train(run_inputs(config, tmp_path / "a"), uninterrupted)
+    resumed = _interrupted_then_resumed(config, tmp_path / "b")
+
+    assert min(resumed.metrics[names.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4
+    expected, actual = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(expected[key], actual[key]) for key in expected)
+    assert resumed.metrics[names.TRAIN_TOTAL_LOSS][8] == uninterrupted.metrics[names.TRAIN_TOTAL_LOSS][8]
+
+
+def test_a_checkpoint_that_does_not_fit_the_run_is_one_sentence_naming_the_file_and_what_to_do(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        OwnFixMatch().train(run_inputs(TINY, tmp_path), RecordingSink(crash_after=5))
+    wider = TINY.replace(widen_factor=2)  # its weights have other shapes than the checkpoint's
+    with pytest.raises(CheckpointError) as refused:
+        OwnFixMatch().train(run_inputs(wider, tmp_path), RecordingSink())
+    message = str(refused.value)
+    assert message.startswith(f"The checkpoint {tmp_path / CHECKPOINT_NAME} cannot be read (")
+    assert f"delete the folder {tmp_path} and run the same `bench run` again" in message
+    assert "\n" not in message
 
 
 def test_reports_training_signals_and_evaluations_at_their_intervals(tmp_path):
@@ -173,3 +219,34 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_matrix_units(tmp_pat
     assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("fp32", cpu) is None
     run = OwnFixMatch().train(run_inputs(TINY.replace(precision="auto", iterations=2), tmp_path), RecordingSink())
     assert run.extra["autocast_dtype"] == ("bfloat16" if expected else "float32")
+
+
+class FlagRecordingModel(torch.nn.Module):
+    """Predicts class 0 for every image and records the TF32 switches in force when it is called."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def forward(self, images):
+        self.seen.add((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return torch.nn.functional.one_hot(torch.zeros(len(images), dtype=torch.int64), 10).float()
+
+
+def test_evaluation_runs_with_tf32_off_and_restores_the_training_settings_after(tmp_path):
+    defaults = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # TF32 on while training
+    try:
+        model, progress, sink = FlagRecordingModel(), Progress(), RecordingSink()
+        Evaluator(run_inputs(TINY, tmp_path), torch.device("cpu")).evaluate(model, progress, sink)
+        after = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = defaults
+    assert model.seen == {(False, False)}
+    assert after == (True, True)
+    assert sink.metrics[names.EVAL_TOP1][0] == pytest.approx(0.1, abs=0.02)  # class 0 of ten, evaluated for real
+
+
+def test_every_run_records_the_tf32_settings_of_its_training_and_its_evaluation(tmp_path):
+    result = OwnFixMatch().train(run_inputs(TINY.replace(iterations=2), tmp_path), RecordingSink())
+    assert result.extra["tf32_training"] == result.extra["tf32_evaluation"] == "none (not a CUDA device)"  # a CPU run

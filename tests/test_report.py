@@ -264,6 +264,8 @@ def test_each_section_shows_every_implementation_choice_as_its_runs_recorded_it(
     assert rows["randaugment_ops"]["own"] == "2" and rows["randaugment_ops"]["own-as-torchssl"] == "3"
     assert rows["width_change_conv_input"]["own"] == "activated" and rows["width_change_conv_input"]["own-as-torchssl"] == "raw"
     assert rows["precision"]["own"] == "bf16, fp32"  # seed 0 of 40 labels reran with bf16
+    for stage in ("training", "evaluation"):  # on the CPU, as each run recorded it (no CUDA: no TF32)
+        assert rows[f"(tf32_{stage} tag)"]["own"] == "none (not a CUDA device)"
     if "torchssl" not in grid["impls"]:
         pytest.skip(torchssl_problem())
     assert rows["randaugment_ops"]["torchssl"] == "3" and rows["cutout_fill"]["torchssl"] == "[125, 123, 114]"

@@ -118,14 +118,39 @@ def test_torchssl_without_its_checkout_names_the_command_that_fetches_it(output_
     assert "bench vendor sync" in error_line(result)
 
 
-def test_cuda_asked_for_on_a_machine_without_it(output_dir):
+def _no_gpu_reason() -> str:
+    """What PyTorch's build says of itself, read here from torch.version, not from the code under test."""
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+        pytest.skip("this machine has a GPU")
+    if torch.version.cuda is not None:
+        pytest.skip("a CUDA build without a usable GPU: the reason is the driver's own words")
+    return f"this PyTorch ({torch.__version__}) is a CPU-only build"
+
+
+def test_cuda_asked_for_on_a_machine_without_it(output_dir):
+    reason = _no_gpu_reason()
     result = bench_run(output_dir, "--device", "cuda")
     assert result.exit_code == USAGE_ERROR
-    assert error_line(result) == "--device cuda was asked for, but PyTorch sees no CUDA device here; use --device cpu."
+    assert error_line(result) == f"--device cuda was asked for, but {reason}; use --device cpu."
+
+
+def test_gpus_chosen_on_a_machine_without_one_are_refused(output_dir):
+    reason = _no_gpu_reason()
+    result = bench_run(output_dir, "--device", "auto", "--gpus", "0")
+    assert result.exit_code == USAGE_ERROR
+    assert error_line(result) == f"--gpus 0 was asked for, but {reason}; use --device cpu."
+
+
+def test_the_paper_preset_without_a_gpu_is_refused_even_with_yes_unless_the_cpu_is_asked_for(output_dir):
+    reason = _no_gpu_reason()
+    result = bench_run(output_dir, "--device", "auto", "--preset", "paper", "--yes")
+    assert result.exit_code == USAGE_ERROR
+    lines = result.output.splitlines()
+    assert f"No GPU: {reason}; the runs train on the CPU." in lines  # said before the refusal
+    assert error_line(result).startswith("The paper preset on this machine's CPU would train each run for months")
+    assert "pass --device cpu to train on the CPU all the same, or choose --preset cpu" in error_line(result)
 
 
 def test_torchssl_with_ten_labels_is_refused_because_it_would_ignore_our_split(output_dir):
@@ -157,4 +182,7 @@ def test_a_grid_that_would_train_for_months_on_this_cpu_says_so_and_needs_yes(ou
     assert message.startswith("A run of this grid would train for about ") and " days on this CPU (100,000,000 iterations" in message
     days = int(message.split("about ")[1].split(" days")[0].replace(",", ""))
     assert days > 100  # at least 0.1 s per iteration
+    lines = result.output.splitlines()  # the user is told what the wait is for, before it
+    assert lines.index("Timing one training step on this CPU to estimate the grid's duration…") < \
+        lines.index(f"Error: {message}")
     assert "`--preset cpu` trains a run in about" in message and message.endswith("Pass --yes to start it anyway.")

@@ -21,6 +21,7 @@ import pytest
 from mlflow import MlflowClient
 
 from harness import tracking
+from harness.launch import KEEP_FREED_MEMORY_TUNABLES
 from harness.slurm import SlurmOptions, sbatch_script
 from implementations import interface as names
 from tests.fixtures_data import SUBSET_DIR
@@ -180,6 +181,8 @@ def test_a_grid_of_local_jobs_is_requeued_at_its_time_limit_and_finishes_each_ru
         top1_steps = sorted(point.step for point in client.get_metric_history(run.info.run_id, names.EVAL_TOP1))
         assert top1_steps == list(range(20, ITERATIONS + 1, 20))
         assert run.data.metrics["summary/iterations"] == ITERATIONS
+        # a job's worker starts with a local worker's environment (test_run_grid checks the same of a local run)
+        assert run.data.tags["env.glibc_tunables"] == KEEP_FREED_MEMORY_TUNABLES
     for job_id in job_ids:  # submitit's own log of each job says it requeued it
         job_log = "".join(path.read_text() for path in (output_dir / "slurm" / job_id).glob("*_log.*"))
         assert f"Requeued job {job_id}" in job_log, job_log

@@ -142,8 +142,7 @@ def test_the_worker_of_a_slurm_job_killed_outright_still_ends_its_run(store, spl
     # worker then. The kernel sends the worker SIGTERM when its job dies, and the worker ends its run KILLED.
     spec = planned_run(store, split_path, tmp_path, iterations=100_000)
     job = subprocess.Popen([sys.executable, "-c", "import sys; from harness.slurm import RunJob; "
-                            "RunJob(sys.argv[1], sys.argv[2], stop_seconds=30)()", str(tmp_path / "spec.json"),
-                            str(Path(__file__).resolve().parents[1])])
+                            "RunJob(sys.argv[1], stop_seconds=30)()", str(tmp_path / "spec.json")])
     progress = Path(spec.work_dir) / "progress.json"
     deadline = time.monotonic() + 120
     while not progress.exists() and time.monotonic() < deadline:

@@ -207,6 +207,8 @@ def _run_table(frame: pd.DataFrame) -> pd.DataFrame:
         "torchssl_resume_gap": tag("torchssl_resume_gap"),
         "torchssl_resumed_from": tag("torchssl_resumed_from"),
         "algorithm": tag("algorithm", "fixmatch"),
+        "tf32_training": tag("tf32_training", "not recorded"),
+        "tf32_evaluation": tag("tf32_evaluation", "not recorded"),
         "error": tag(tracking.ERROR_TAG),
         "iterations_planned": pd.to_numeric(param("iterations"), errors="coerce").astype("Int64"),
         "eval_interval": pd.to_numeric(param("eval_interval"), errors="coerce").astype("Int64"),

@@ -578,6 +578,10 @@ def settings_table(section: Section, data: ReportData) -> Table | None:
             continue
         cells = [_recorded_values(data, section.runs[section.runs["impl"] == impl], entry.field) for impl in impls]
         rows.append([entry.topic, entry.field, *cells])
+    for stage in ("training", "evaluation"):  # implementations/tf32.py
+        rows.append([f"TF32 during {stage} (fp32 convolutions and matrix multiplies on a GPU)", f"(tf32_{stage} tag)",
+                     *[", ".join(sorted(set(section.runs.loc[section.runs["impl"] == impl, f"tf32_{stage}"])))
+                       for impl in impls]])
     rows.append(["when the EMA model is evaluated", "(evaluation steps)",
                  *[_steps_text(sorted({step for steps in section.summaries.loc[section.summaries["impl"] == impl,
                                                                                  "evaluation_steps"]
@@ -637,7 +641,7 @@ def ledger_table() -> Table:
     rows = [[entry.area, entry.topic, entry.paper, entry.own, entry.torchssl,
              "yes" if entry.can_change_accuracy else "no",
              (f"`{entry.field}` = {entry.torchssl_value!r}" if entry.differs else "same") if entry.field
-             else ("same" if not entry.differs else "none: the report compares over the same window")]
+             else ("same" if not entry.differs else entry.why_no_switch)]
             for entry in LEDGER]
     return Table(
         "The difference ledger: own's default (the paper's choices) against TorchSSL at its pinned commit",

@@ -19,7 +19,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from implementations.interface import TrainConfig
 from implementations.own.step_loss import (
@@ -129,16 +129,27 @@ class WeightEMA(AveragedModel):
 
     The running mean/variance are already moving averages, so, as in FixMatch's reference code,
     the EMA model takes them from the trained model as they are.
+
+    An AveragedModel (its state_dict is the checkpoint's), updated with one `_foreach_lerp_` over the parameters
+    and one `_foreach_copy_` over the buffers: AveragedModel.update_parameters would copy its step counter from
+    the host to the device on every call, a synchronisation that makes the host wait for each backward pass.
     """
 
     def __init__(self, model: nn.Module, decay: float):
-        super().__init__(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=False)
-        # AveragedModel copies the weights on its first update; the EMA starts from the initial weights instead.
-        # The counter stays on the host so that reading it is no device synchronisation.
+        super().__init__(model, use_buffers=False)
+        self.decay = decay
+        # The EMA starts from the initial weights (AveragedModel would copy them again on its first update); the
+        # counter is never read, and stays on the host.
         self.n_averaged = torch.ones((), dtype=torch.long)
+        self._ema_parameters = list(self.module.parameters())
+        self._ema_buffers = list(self.module.buffers())
+        self._trained: tuple[int, list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        self.update_parameters(model)
-        for ema_buffer, buffer in zip(self.module.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
+        if self._trained is None or self._trained[0] != id(model):
+            self._trained = (id(model), list(model.parameters()), list(model.buffers()))
+        _, parameters, buffers = self._trained
+        torch._foreach_lerp_(self._ema_parameters, parameters, 1.0 - self.decay)
+        if buffers:
+            torch._foreach_copy_(self._ema_buffers, buffers)

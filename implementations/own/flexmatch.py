@@ -115,11 +115,13 @@ def flexmatch_loss(labeled_logits: torch.Tensor, labels: torch.Tensor, weak_logi
 def updated_pseudo_labels(latest_pseudo_labels: torch.Tensor, indices: torch.Tensor, pseudo_labels: torch.Tensor,
                           confident: torch.Tensor) -> torch.Tensor:
     """The latest pseudo-labels after a batch: image indices[i] takes pseudo_labels[i] where confident[i]; the
-    others keep theirs. The unconfident ones are written to a scratch slot past the end instead of being
-    selected, which needs no host synchronisation, and an image drawn twice keeps a confident prediction."""
-    with_scratch = torch.cat([latest_pseudo_labels, latest_pseudo_labels.new_full((1,), -1)])
-    with_scratch[torch.where(confident, indices, len(latest_pseudo_labels))] = pseudo_labels
-    return with_scratch[:-1]
+    others keep theirs. An image drawn more than once takes its last confident prediction in the batch, on every
+    device: each image's winning position is a max (scatter_reduce), where an indexed assignment with repeated
+    indices would leave the winner to chance on a GPU. No host synchronisation."""
+    positions = torch.arange(len(indices), device=indices.device)
+    winner = torch.full((len(latest_pseudo_labels),), -1, dtype=torch.int64, device=indices.device)
+    winner.scatter_reduce_(0, indices, torch.where(confident, positions, -1), reduce="amax")
+    return torch.where(winner >= 0, pseudo_labels[winner.clamp(min=0)], latest_pseudo_labels)
 
 
 def step(inputs: StepInputs) -> StepLoss:

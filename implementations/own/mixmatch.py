@@ -115,7 +115,7 @@ def step(inputs: StepInputs) -> StepLoss:
     targets = torch.cat([F.one_hot(inputs.labels, inputs.num_classes).float(), *[guessed] * len(views)])
     mixing_weight = (float(torch.distributions.Beta(config.mixup_alpha, config.mixup_alpha).sample())
                      if config.mixup_alpha > 0 else 1.0)
-    permutation = torch.randperm(len(images)).to(images.device)
+    permutation = torch.randperm(len(images), device=images.device)  # drawn on the device: no host copy
     mixed_images, mixed_targets = mixup(images, targets, mixing_weight, permutation)
 
     logits = model(mixed_images)

@@ -11,6 +11,7 @@ is reported to the sink (`MetricsSink.checkpointed`): what was logged up to it i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from implementations import interface as names
+from implementations.common import first_line
 from implementations.interface import (
     CheckpointError,
     MetricsSink,
@@ -38,6 +40,7 @@ from implementations.own.fixmatch import WeightEMA, build_optimizer, cosine_sche
 from implementations.own.methods import new_method_state, own_method
 from implementations.own.step_loss import StepInputs, StepLoss, linear_rampup
 from implementations.own.wide_resnet import WideResNet
+from implementations.tf32 import tf32_in_force, true_fp32
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -75,6 +78,15 @@ def build_model(config: TrainConfig, num_classes: int) -> WideResNet:
                       conv_bias=config.conv_bias, width_change_conv_input=config.width_change_conv_input)
 
 
+def tensors_to(state, device: torch.device):
+    """A method's state (a dataclass of tensors, or None) with its tensors on the device."""
+    if state is None:
+        return None
+    return dataclasses.replace(state, **{part.name: getattr(state, part.name).to(device)
+                                         for part in dataclasses.fields(state)
+                                         if isinstance(getattr(state, part.name), torch.Tensor)})
+
+
 class OwnTraining:
     """The model, optimiser, schedule, gradient scaler, EMA and method state of one run, stepped one batch at a
     time with the configured method's loss (its file in implementations/own, methods.py)."""
@@ -82,10 +94,13 @@ class OwnTraining:
     def __init__(self, config: TrainConfig, num_classes: int, unlabeled_images: int, device: torch.device):
         self.config = config
         self.num_classes = num_classes
+        self.device = device
         self.method = own_method(config.algorithm)
         # Beyond the weights: FlexMatch's latest pseudo-label of each of the unlabeled images; None for the others.
         self.method_state = new_method_state(config.algorithm, unlabeled_images, device)
         self.autocast = autocast_dtype(config.precision, device)
+        if device.type == "cuda":  # cuDNN picks each convolution's fastest algorithm for the fixed batch shapes
+            torch.backends.cudnn.benchmark = True
         self.model = build_model(config, num_classes).to(device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -127,7 +142,8 @@ class OwnTraining:
     def raise_if_weights_non_finite(self, iteration: int) -> None:
         """A finite loss can still leave NaN or infinite weights (a huge step); such weights are no checkpoint."""
         parameters = [*self.model.parameters(), *self.ema.module.parameters()]
-        if not all(torch.isfinite(parameter).all() for parameter in parameters):
+        largest = torch.stack(torch._foreach_norm(parameters, ord=float("inf")))  # NaN and inf propagate
+        if not bool(torch.isfinite(largest).all()):  # one host synchronisation
             raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {iteration}: its update "
                                      "left NaN or infinite weights; the run is stopped")
 
@@ -143,7 +159,7 @@ class OwnTraining:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         if "method_state" in state:  # checkpoints written before methods had state have none
-            self.method_state = state["method_state"]
+            self.method_state = tensors_to(state["method_state"], self.device)
 
 
 @dataclass
@@ -164,19 +180,29 @@ class Checkpoint:
     def __init__(self, work_dir: Path):
         self.path = Path(work_dir) / CHECKPOINT_NAME
 
-    def load(self, device: torch.device) -> dict | None:
+    def restore(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingSignals) -> Progress:
+        """Where the run stands: the checkpoint's state restored into the run's parts, or a fresh Progress when
+        there is none. Read on the CPU whatever the training device: each part moves its tensors where they belong
+        (load_state_dict copies onto the device), and the random-stream states stay CPU byte tensors, the only
+        kind torch.set_rng_state and Generator.set_state take. Any failure is one sentence (CheckpointError)."""
         if not self.path.exists():
-            return None
+            return Progress()
         try:
-            saved = torch.load(self.path, map_location=device, weights_only=False)
+            saved = torch.load(self.path, map_location="cpu", weights_only=False)
             if not isinstance(saved.get("progress"), Progress):
                 raise ValueError("it is not a checkpoint of this version of the own implementation")
+            training.load_state_dict(saved["training"])
+            batches.load_state_dict(saved["batches"])
+            signals.load_state_dict(saved["signals"])
+            torch.set_rng_state(saved["torch_rng"])
+            if saved.get("cuda_rng") is not None and training.device.type == "cuda":
+                torch.cuda.set_rng_state(saved["cuda_rng"], training.device)
         except Exception as error:
             raise CheckpointError(
-                f"The checkpoint {self.path} cannot be read ({_first_line(error)}); delete the folder "
+                f"The checkpoint {self.path} cannot be read ({first_line(error)}); delete the folder "
                 f"{self.path.parent} and run the same `bench run` again to restart this run from the beginning "
                 "in a new MLflow run.") from None
-        return saved
+        return saved["progress"]
 
     def save(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingSignals,
              progress: Progress) -> None:
@@ -184,16 +210,14 @@ class Checkpoint:
         temporary = self.path.with_suffix(".tmp")
         with open(temporary, "wb") as file:
             torch.save({"training": training.state_dict(), "batches": batches.state_dict(),
-                        "signals": signals.state_dict(), "torch_rng": torch.get_rng_state(), "progress": progress},
+                        "signals": signals.state_dict(), "torch_rng": torch.get_rng_state(),
+                        # MixMatch's shuffle on a GPU draws from its default generator
+                        "cuda_rng": torch.cuda.get_rng_state(training.device) if training.device.type == "cuda" else None,
+                        "progress": progress},
                        file)
             file.flush()
             os.fsync(file.fileno())  # on disk before it replaces the previous one: the sink then calls it durable
         os.replace(temporary, self.path)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
 
 
 class TrainingSignals:
@@ -292,7 +316,8 @@ class TrainingSignals:
 
 
 class Evaluator:
-    """The EMA model on the test set, in fp32 whatever the training precision, logged as one evaluation."""
+    """The EMA model on the test set, in true fp32 whatever the training precision (no autocast, no TF32: tf32.py),
+    logged as one evaluation."""
 
     def __init__(self, run: RunInputs, device: torch.device):
         config = run.config
@@ -305,10 +330,11 @@ class Evaluator:
 
     @torch.no_grad()
     def evaluate(self, ema_model: torch.nn.Module, progress: Progress, sink: MetricsSink) -> None:
-        logits = torch.cat([
-            ema_model(normalize(chunk, self.normalization).contiguous(memory_format=self.memory_format)).float()
-            for chunk in self.images.split(self.batch_size)
-        ])
+        with true_fp32():
+            logits = torch.cat([
+                ema_model(normalize(chunk, self.normalization).contiguous(memory_format=self.memory_format)).float()
+                for chunk in self.images.split(self.batch_size)
+            ])
         if not torch.isfinite(logits).all():
             raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {progress.iteration}: "
                                      "the EMA model's outputs are no longer finite; the run is stopped")
@@ -346,25 +372,17 @@ class OwnFixMatch:
         config = run.config
         device = torch.device(resolve_device(config.device))
         torch.manual_seed(config.seed)
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
         training = OwnTraining(config, run.data.num_classes, len(run.data.train_images), device)
         batches = TrainingBatches(run.data, run.labeled_indices, config, device)
         signals = TrainingSignals(run.data.class_names, device)
         checkpoint = Checkpoint(run.work_dir)
-        progress = Progress()
-        saved = checkpoint.load(device)
-        if saved is not None:
-            training.load_state_dict(saved["training"])
-            batches.load_state_dict(saved["batches"])
-            signals.load_state_dict(saved["signals"])
-            torch.set_rng_state(saved["torch_rng"])
-            progress = saved["progress"]
+        progress = checkpoint.restore(training, batches, signals)
         # Logged beyond the checkpoint by an interrupted attempt: abandoned, this attempt logs it again.
         sink.checkpointed(progress.iteration)
 
         evaluator = Evaluator(run, device)
+        with true_fp32():
+            evaluation_tf32 = tf32_in_force(device)
         last_checkpoint_time = time.monotonic()
         while progress.iteration < config.iterations:
             waited_from = time.perf_counter()
@@ -404,5 +422,6 @@ class OwnFixMatch:
             best_iteration=progress.best_iteration,
             confusion_matrix=progress.confusion,
             extra={"device": str(device),
-                   "autocast_dtype": str(training.autocast).replace("torch.", "") if training.autocast else "float32"},
+                   "autocast_dtype": str(training.autocast).replace("torch.", "") if training.autocast else "float32",
+                   "tf32_training": tf32_in_force(device), "tf32_evaluation": evaluation_tf32},
         )

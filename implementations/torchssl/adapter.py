@@ -56,6 +56,7 @@ from implementations.interface import (
 )
 from implementations.ledger import TORCHSSL_FIXED
 from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
+from implementations.tf32 import tf32_in_force
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CONFIG = "config/{script}/{script}_cifar10_{num_labels}_0.yaml"
@@ -181,8 +182,13 @@ class TorchSSLImplementation:
 
     name = "torchssl"
 
+    def __init__(self, checkout: vendor.VendorInfo | None = None):
+        # None: the pinned checkout, verified before training (bench run). A caller that verified a checkout
+        # itself may hand it over (the GPU check, on a machine without gitpython).
+        self.checkout = checkout
+
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult:
-        checkout = vendor.verify_checkout()
+        checkout = self.checkout or vendor.verify_checkout()
         config = run.config
         num_labels = len(run.labeled_indices)
         reason = unsupported_reason(config, num_labels, run.data.num_classes)
@@ -226,7 +232,7 @@ class TorchSSLImplementation:
                 "emulate_cuda": on_cpu,
             }, save_dir)
 
-        after = vendor.inspect_checkout(checkout.path)
+        after = vendor.inspect_checkout(checkout.path) if self.checkout is None else checkout
         result = stream.result
         best_iteration, best_top1 = stream.best()
         return RunResult(
@@ -247,6 +253,8 @@ class TorchSSLImplementation:
                 "torchssl_best_acc": result["torchssl_return"].get("eval/best_acc"),
                 "torchssl_best_it": int(result["torchssl_return"].get("eval/best_it", -1)),
                 "device": device,
+                # TorchSSL trains and evaluates with PyTorch's defaults, which this process has too (tf32.py).
+                "tf32_training": tf32_in_force(device), "tf32_evaluation": tf32_in_force(device),
                 # The arguments it ran with become MLflow params, which never change within a run: whether
                 # this execution resumed is a fact of the execution (torchssl_resumed_from), not an argument.
                 **{f"torchssl.{key}": value for key, value in sorted(args.items()) if key not in PER_EXECUTION_ARGS},

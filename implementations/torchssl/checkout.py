@@ -21,7 +21,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import git
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PIN_FILE = REPO_ROOT / "vendor" / "torchssl.toml"
@@ -136,6 +139,8 @@ def sync_checkout(source: str | None = None, directory: Path | str | None = None
 
 
 def _clone(source: str, directory: Path, pin: Pin) -> None:
+    import git
+
     directory.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-", dir=directory.parent))
     try:
@@ -153,6 +158,8 @@ def _clone(source: str, directory: Path, pin: Pin) -> None:
 
 
 def _open_checkout(directory: Path) -> git.Repo:
+    import git  # here, not at the top: the GPU check imports this module where gitpython is not installed
+
     if not directory.exists():
         raise VendorError(f"the TorchSSL checkout {directory} does not exist; `{SYNC_COMMAND}` fetches it.")
     try:
@@ -182,6 +189,8 @@ def _dirty_sentence(info: VendorInfo, while_syncing: bool = False) -> str:
 
 
 def _has_commit(repo: git.Repo, commit: str) -> bool:
+    import git
+
     try:
         repo.git.cat_file("-e", f"{commit}^{{commit}}")
     except git.GitCommandError:
@@ -200,6 +209,8 @@ def _resolve_source(source: str) -> str:
 
 
 def _git(action, source: str):
+    import git
+
     try:
         return action()
     except git.GitCommandError as error:

@@ -216,6 +216,7 @@ def install_hooks(bridge: Bridge, arrays: dict[str, np.ndarray]) -> None:
     wrap_train(bridge, torchssl_class)
     wrap_evaluate(bridge, torchssl_class)
     wrap_save_model(bridge, torchssl_class)
+    load_checkpoints_on_the_cpu(torchssl_class)
     observe_predictions(bridge, torchssl_module)
     mark_iterations(bridge)
     silence_curves()
@@ -277,7 +278,8 @@ def wrap_save_model(bridge: Bridge, torchssl_class) -> None:
 
     @functools.wraps(original_save)
     def save_model(self, save_name, save_path):
-        if not all(torch.isfinite(parameter).all() for parameter in self.model.parameters()):
+        largest = torch.stack(torch._foreach_norm(list(self.model.parameters()), ord=float("inf")))
+        if not bool(torch.isfinite(largest).all()):  # one host synchronisation; NaN and inf propagate
             raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite at iteration "
                                     f"{bridge.iterations_done}: its update left NaN or infinite weights; the run is "
                                     "stopped before they are saved")
@@ -293,6 +295,25 @@ def wrap_save_model(bridge: Bridge, torchssl_class) -> None:
             bridge.checkpointed()
 
     torchssl_class.save_model = save_model
+
+
+def load_checkpoints_on_the_cpu(torchssl_class) -> None:
+    """TorchSSL's `load_model` calls `torch.load(path)`, which puts each tensor back on the device it was saved
+    from: a checkpoint of a GPU run could not be resumed on a CPU, nor on a machine whose GPU 0 is busy elsewhere.
+    Read on the CPU, its `load_state_dict` calls copy each part onto the device the model is already on (TorchSSL
+    moves the model before it loads)."""
+    original_load_model = torchssl_class.load_model
+
+    @functools.wraps(original_load_model)
+    def load_model(self, load_path):
+        original_torch_load = torch.load
+        torch.load = functools.partial(original_torch_load, map_location="cpu")
+        try:
+            return original_load_model(self, load_path)
+        finally:
+            torch.load = original_torch_load
+
+    torchssl_class.load_model = load_model
 
 
 def observe_predictions(bridge: Bridge, torchssl_module) -> None:
