@@ -9,7 +9,8 @@ TorchSSL checkout (`--prepare DIR` copies both into DIR, e.g. a git-ignored fold
 It prints, section by section:
 
 1. torch, CUDA, driver and GPU;
-2. own at the paper shape (WRN-28-2, 64 + 448 + 448): it/s eagerly and with the model compiled, host
+2. own at the paper shape (WRN-28-2, 64 + 448 + 448): it/s eagerly, with the augmentation compiled, and with
+   the model compiled too, host
    synchronisations per step (CUDA's sync debug mode, counted), peak GPU memory, GPU utilisation while stepping;
 3. TorchSSL at the paper shape through the real adapter and its child process: it/s and its data wait;
 4. own's resume: a checkpoint saved here, reloaded in a new process, the next steps' losses against an
@@ -316,7 +317,9 @@ def main() -> int:
     if smoke:
         say("own compiled: not run in the smoke (the compiler takes minutes on a CPU)")
     else:
-        own_speed(paper.replace(compile=True), arguments.data_dir, 30, "with torch.compile of the model")
+        own_speed(paper.replace(compile_augmentation=True), arguments.data_dir, 30, "--compile-augmentation")
+        own_speed(paper.replace(compile=True, compile_augmentation=True), arguments.data_dir, 30,
+                  "--compile --compile-augmentation")
     section(3, "TorchSSL, paper shape, through the adapter")
     torchssl_speed(paper, arguments.data_dir, arguments.torchssl_dir, 8 if smoke else 40)
     section(4, "own resume")

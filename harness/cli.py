@@ -62,6 +62,9 @@ def _store_options(output_dir_help: str):
                    "without bf16).")
 @click.option("--channels-last/--no-channels-last", default=None, help="channels_last memory format (own).")
 @click.option("--compile/--no-compile", "compile", default=None, help="torch.compile the model (own; slow first call).")
+@click.option("--compile-augmentation/--no-compile-augmentation", default=None,
+              help="torch.compile the batched augmentation, draws kept eager: the same pixels in fewer kernels (own; "
+                   "off by default until measured on a GPU; a first call of tens of seconds).")
 @click.option("--augmentation", type=click.Choice(["batched", "pil"]), default=None,
               help="batched: on-device batch augmentation (default); pil: the per-image PIL reference (own).")
 @click.option("--yes", is_flag=True,

@@ -67,6 +67,7 @@ class GridOptions:
     precision: str | None = None
     channels_last: bool | None = None
     compile: bool | None = None
+    compile_augmentation: bool | None = None
     augmentation: str | None = None
     yes: bool = False  # start even when the grid would take more than a day here
     executor: str = "local"  # local: worker processes here; slurm: one Slurm job per run (harness/slurm.py)
@@ -212,7 +213,8 @@ def plan_grid(options: GridOptions) -> GridPlan:
             preset_config = resolve_preset(options.preset, iterations=options.iterations,
                                            eval_interval=options.eval_interval, device=options.device, seed=seed,
                                            precision=options.precision, channels_last=options.channels_last,
-                                           compile=options.compile, augmentation=options.augmentation)
+                                           compile=options.compile, augmentation=options.augmentation,
+                                           compile_augmentation=options.compile_augmentation)
             split = splits[labels, seed]  # the same for every algorithm and implementation
             for algorithm in algorithms:
                 config = for_algorithm(preset_config, algorithm)
@@ -367,13 +369,18 @@ def _check_torchssl_checkout() -> None:
         raise click.ClickException(message) from None
 
 
+# Fields that say how a run executes, not what it computes: a run is the same run on another device, and with its
+# augmentation compiled (the same pixels from the same draws).
+NOT_IDENTITY = frozenset({"device", "compile_augmentation"})
+
+
 def run_key(impl: str, labels: int, seed: int, config: TrainConfig, split_digest: str) -> str:
     """impl-labels-seed-preset-<hash>: the hash covers every field the implementation reads (not the device,
     which says where a run executes, not what it computes) and the split, so a changed setting or different
     data makes a new run, the same command finds its run again, and a field an implementation never reads
     (e.g. own's augmentation for TorchSSL) makes no new run of it."""
     used = fields_used(impl, config.algorithm)
-    identity = {key: value for key, value in config.as_params().items() if key in used and key != "device"}
+    identity = {key: value for key, value in config.as_params().items() if key in used and key not in NOT_IDENTITY}
     identity["split_digest"] = split_digest
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     # FixMatch runs keep the key they had before other algorithms existed, so that older stores resume.

@@ -371,3 +371,16 @@ def test_whole_pipelines_give_the_same_distribution_of_images_as_the_pil_referen
     for name in reference:
         assert stats.ks_2samp(reference[name], ours[name]).pvalue > 1e-3, name
     assert abs(ours["mean absolute change"].mean() - reference["mean absolute change"].mean()) < 1.0
+
+
+@pytest.mark.slow
+@both_recipes
+def test_the_compiled_augmentation_gives_the_eager_pixels_from_the_same_draws(recipe):
+    images = batch_of(cifar_images(64))
+    eager_generator, compiled_generator = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    eager = augment_batched.strong_augment(images, recipe, eager_generator)
+    compiled = augment_batched.strong_augment(images, recipe, compiled_generator, compiled=True)
+    assert torch.equal(eager, compiled)
+    assert torch.equal(augment_batched.weak_augment(images, eager_generator),
+                       augment_batched.weak_augment(images, compiled_generator, compiled=True))
+    assert torch.equal(eager_generator.get_state(), compiled_generator.get_state())  # the same stream, drawn alike

@@ -62,3 +62,16 @@ def test_a_torn_split_file_in_the_output_dir_is_written_anew_from_the_plan(tmp_p
     npy.write_bytes(npy.read_bytes()[:40])  # torn by a kill or a full disk
     _save_splits(plan)
     assert LabelSplit.load(stem).digest == run.split.digest
+
+
+# The keys the code before compile_augmentation existed (commit 64bedd8) gave these runs: a store made then must
+# find its runs again, so that nothing is trained twice.
+KEYS_OF_EARLIER_STORES = {"own": "own-40-0-smoke-abce9e65ab", "own-as-torchssl": "own-as-torchssl-40-0-smoke-1b9efbc46c",
+                          "torchssl": "torchssl-40-0-smoke-5ad347128b"}
+
+
+def test_run_keys_stay_those_of_earlier_stores_and_a_compiled_augmentation_is_the_same_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    torchssl_checkout()
+    assert _keys_by_impl(tmp_path) == KEYS_OF_EARLIER_STORES
+    assert _keys_by_impl(tmp_path, compile_augmentation=True) == KEYS_OF_EARLIER_STORES

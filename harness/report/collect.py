@@ -35,7 +35,7 @@ REPORTED_METRIC_PREFIXES = ("eval/", "train/", "summary/")  # not MLflow's syste
 # implementations make their own choices (the difference ledger: shown per implementation, not pooled over).
 # Every other field (including any added later) defines the protocol: runs that differ in one are never pooled.
 EXECUTION_FIELDS = frozenset({
-    "preset", "seed", "device", "precision", "channels_last", "compile", "augmentation",
+    "preset", "seed", "device", "precision", "channels_last", "compile", "augmentation", "compile_augmentation",
     "log_interval", "checkpoint_interval", "checkpoint_minutes", "eval_batch_size",
 })
 IMPLEMENTATION_CHOICE_FIELDS = frozenset(TORCHSSL_CHOICES)

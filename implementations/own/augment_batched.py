@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -128,8 +129,9 @@ def _smoothed(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _channel_extremes(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lowest and highest value per image and channel, (N, C, 1) each."""
-    flat = images.reshape(images.shape[0], images.shape[1], -1)
+    """Lowest and highest value per image and channel, (N, C, 1) int32 each (reduced in int32: torch.compile's CPU
+    code gets the uint8 minimum wrong, at torch 2.13)."""
+    flat = images.reshape(images.shape[0], images.shape[1], -1).to(torch.int32)
     return flat.amin(dim=2, keepdim=True), flat.amax(dim=2, keepdim=True)
 
 
@@ -528,18 +530,73 @@ def _check_devices(images: torch.Tensor, generator: torch.Generator) -> None:
                          f"{images.device}; create the generator on the images' device.")
 
 
-def weak_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def weak_augment(images: torch.Tensor, generator: torch.Generator, compiled: bool = False) -> torch.Tensor:
     """Random horizontal flip (p = 0.5) and random crop of the reflect-padded image; uint8 in, uint8 out."""
     _check_devices(images, generator)
-    return flip_and_crop(images, *draw_flip_and_crop(images.shape[0], generator))
+    draws = draw_flip_and_crop(images.shape[0], generator)
+    return (_compiled(flip_and_crop) if compiled else flip_and_crop)(images, *draws)
 
 
-def strong_augment(images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator) -> torch.Tensor:
-    """Weak augmentation, RandAugment and Cutout, in the recipe's order and with its choices; uint8 in, uint8 out."""
+@dataclass(frozen=True)
+class StrongDraws:
+    """Every random draw of a strong augmentation of N images: flip and crop, RandAugment's ops and magnitudes
+    (rounds × N), Cutout's squares."""
+
+    flip_and_crop: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    op_indices: torch.Tensor
+    magnitudes: torch.Tensor
+    cutout: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def draw_strong(images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator) -> StrongDraws:
+    """The draws in the order the augmentation applies them, so that the random stream is the recipe's."""
+    num_images, height, width = images.shape[0], *images.shape[-2:]
     if recipe.order == "flip_crop_first":
-        return random_cutout(rand_augment(weak_augment(images, generator), recipe, generator), recipe, generator)
+        weak = draw_flip_and_crop(num_images, generator)
+        op_indices, magnitudes = draw_ops(num_images, recipe, generator)
+        squares = draw_cutout(num_images, generator, height, width, geometry=recipe.cutout_geometry)
+    else:
+        op_indices, magnitudes = draw_ops(num_images, recipe, generator)
+        squares = draw_cutout(num_images, generator, height, width, geometry=recipe.cutout_geometry)
+        weak = draw_flip_and_crop(num_images, generator)
+    return StrongDraws(weak, op_indices, magnitudes, squares)
+
+
+def strong_from_draws(images: torch.Tensor, draws: StrongDraws, recipe: AugmentationRecipe,
+                      whole_batch: bool = False) -> torch.Tensor:
+    """The strong augmentation with the given draws: deterministic, so it can be compiled (`whole_batch` runs
+    every round without reading the draws on the host, as a compiled graph must)."""
+    def rand_augment_rounds(batch: torch.Tensor) -> torch.Tensor:
+        for round_ops, round_magnitudes in zip(draws.op_indices, draws.magnitudes):
+            batch = (apply_ops_without_sync if whole_batch else apply_ops)(batch, round_ops, round_magnitudes,
+                                                                            recipe.geometric_fill)
+        return batch
+
+    def cut(batch: torch.Tensor) -> torch.Tensor:
+        return cutout(batch, *draws.cutout, fill=recipe.cutout_fill, geometry=recipe.cutout_geometry)
+
+    if recipe.order == "flip_crop_first":
+        return cut(rand_augment_rounds(flip_and_crop(images, *draws.flip_and_crop)))
     # TorchSSL: RandAugment and Cutout on the raw images, then the weak flip and crop.
-    return weak_augment(random_cutout(rand_augment(images, recipe, generator), recipe, generator), generator)
+    return flip_and_crop(cut(rand_augment_rounds(images)), *draws.flip_and_crop)
+
+
+def strong_augment(images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator,
+                   compiled: bool = False) -> torch.Tensor:
+    """Weak augmentation, RandAugment and Cutout, in the recipe's order and with its choices; uint8 in, uint8 out.
+
+    `compiled`: the arithmetic as one torch.compile graph (fewer, fused kernels: on a GPU a round is otherwise
+    about 200 small launches), the draws eager from the same generator, so the random stream is the same."""
+    _check_devices(images, generator)
+    draws = draw_strong(images, recipe, generator)
+    if compiled:
+        return _compiled(strong_from_draws)(images, draws, recipe, whole_batch=True)
+    return strong_from_draws(images, draws, recipe)
+
+
+@functools.cache
+def _compiled(function):
+    return torch.compile(function, dynamic=False)
 
 
 def normalize(images: torch.Tensor, normalization: str = PAPER_RECIPE.normalization) -> torch.Tensor:

@@ -82,9 +82,10 @@ class TrainingBatches:
         if self.config.augmentation == "pil":
             images = self._augment_per_image(images, strong)
         elif strong:
-            images = augment_batched.strong_augment(images, self.recipe, self.generator)
+            images = augment_batched.strong_augment(images, self.recipe, self.generator,
+                                                    compiled=self.config.compile_augmentation)
         else:
-            images = augment_batched.weak_augment(images, self.generator)
+            images = augment_batched.weak_augment(images, self.generator, compiled=self.config.compile_augmentation)
         normalised = augment_batched.normalize(images, self.recipe.normalization)
         return normalised.contiguous(memory_format=self.memory_format)
 
