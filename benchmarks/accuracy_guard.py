@@ -22,7 +22,7 @@ from common import KeepingSink, subset_run_inputs
 
 from harness.presets import resolve_preset
 from implementations import interface as names
-from implementations.own.trainer import OwnFixMatch
+from implementations.own.trainer import OwnTrainer
 
 VARIANTS = {
     "fast path": dict(augmentation="batched", precision="bf16", channels_last=True),
@@ -46,7 +46,7 @@ def main() -> None:
                                     **flags)
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as work_dir:
-                result = OwnFixMatch().train(subset_run_inputs(config, Path(work_dir), arguments.labels), KeepingSink())
+                result = OwnTrainer().train(subset_run_inputs(config, Path(work_dir), arguments.labels), KeepingSink())
             top1[name].append(result.final_metrics[names.EVAL_TOP1] * 100)
             print(f"seed {seed}  {name:22s} top-1 {top1[name][-1]:6.2f} %  ({time.perf_counter() - started:5.0f} s)",
                   flush=True)

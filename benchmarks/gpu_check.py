@@ -47,7 +47,7 @@ from harness.presets import resolve_preset
 from implementations import interface as names
 from implementations.interface import TrainConfig
 from implementations.own.batches import TrainingBatches
-from implementations.own.trainer import OwnFixMatch, OwnTraining
+from implementations.own.trainer import OwnTrainer, OwnTraining
 
 # own, cpu preset, 250 labels, seed 0, 2,000 iterations on this project's 2-core CPU (README, ledger_gap table)
 CPU_TOP1_AT_2000 = 0.3481
@@ -217,9 +217,9 @@ def own_resume(config: TrainConfig, data_dir: Path) -> bool:
     config = resume_config(config)
     work = Path(tempfile.mkdtemp())
     uninterrupted = StoppingSink()
-    OwnFixMatch().train(subset_run_inputs(config, work / "uninterrupted", data_dir=data_dir), uninterrupted)
+    OwnTrainer().train(subset_run_inputs(config, work / "uninterrupted", data_dir=data_dir), uninterrupted)
     try:
-        OwnFixMatch().train(subset_run_inputs(config, work / "resumed", data_dir=data_dir), StoppingSink(stop_after=4))
+        OwnTrainer().train(subset_run_inputs(config, work / "resumed", data_dir=data_dir), StoppingSink(stop_after=4))
     except KeyboardInterrupt:
         pass
     finished = subprocess.run([sys.executable, __file__, "--resume-part", str(work / "resumed"), "--data-dir",
@@ -240,7 +240,7 @@ def own_resume(config: TrainConfig, data_dir: Path) -> bool:
 
 def resume_part(work_dir: Path, data_dir: Path, config: dict) -> None:
     sink = StoppingSink()
-    OwnFixMatch().train(subset_run_inputs(TrainConfig(**config), work_dir, data_dir=data_dir), sink)
+    OwnTrainer().train(subset_run_inputs(TrainConfig(**config), work_dir, data_dir=data_dir), sink)
     print(json.dumps(sink.metrics[names.TRAIN_TOTAL_LOSS]))
 
 
@@ -248,7 +248,7 @@ def accuracy_sanity(config: TrainConfig, data_dir: Path, compare: bool) -> bool:
     sink = KeepingSink()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work_dir:
-        result = OwnFixMatch().train(subset_run_inputs(config, Path(work_dir), num_labels=250, data_dir=data_dir), sink)
+        result = OwnTrainer().train(subset_run_inputs(config, Path(work_dir), num_labels=250, data_dir=data_dir), sink)
     top1 = result.final_metrics[names.EVAL_TOP1]
     line = (f"own accuracy: cpu preset, 250 labels, seed 0, {config.iterations:,} iterations in "
             f"{time.perf_counter() - started:.0f} s: top-1 {100 * top1:.2f} %")

@@ -42,21 +42,21 @@ from harness.presets import resolve_preset
 from harness.launch import with_kept_freed_memory
 from implementations.torchssl.checkout import VendorError, verify_checkout
 from implementations import interface as names
-from implementations import load_implementation
+from implementations import implementation
 from implementations.interface import resolve_device
 from implementations.own.wide_resnet import WideResNet
 
 DEFAULT_ITERATIONS = {"paper": 5, "cpu": 40, "smoke": 60}
 
 
-def measure_one(implementation: str, shape: str, iterations: int) -> dict:
+def measure_one(name: str, shape: str, iterations: int) -> dict:
     """Runs in its own process: train `iterations` iterations, report s/it and peak RSS."""
     log_interval = 1 if iterations <= 8 else max(1, iterations // 5)
     config = resolve_preset(shape, iterations=iterations, log_interval=log_interval,
                             eval_interval=10**9, checkpoint_interval=10**9)
     sink = KeepingSink()
     with tempfile.TemporaryDirectory() as work_dir:
-        load_implementation(implementation).train(subset_run_inputs(config, Path(work_dir)), sink)
+        implementation(name).train(subset_run_inputs(config, Path(work_dir)), sink)
     windows = sink.metrics[names.TRAIN_ITERATIONS_PER_SECOND]
     rates = [rate for step, rate in sorted(windows.items())][1:] or list(windows.values())
     waits = [wait for step, wait in sorted(sink.metrics[names.TRAIN_DATA_WAIT_SECONDS].items())][1:]

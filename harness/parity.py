@@ -65,7 +65,7 @@ class Comparison:
 def parity_config(options: ParityOptions) -> TrainConfig:
     """The paper preset with TorchSSL's choices (own-as-torchssl), a small batch and K iterations, on the CPU."""
     from harness.presets import PRESETS
-    from implementations import configure
+    from implementations import implementation
     from implementations.ledger import LEDGER
 
     switchable = {entry.field for entry in LEDGER if entry.field}
@@ -73,7 +73,7 @@ def parity_config(options: ParityOptions) -> TrainConfig:
     if unknown:
         raise click.UsageError(f"--own-default {unknown[0]} is not a ledger switch; choose from "
                                f"{', '.join(sorted(switchable))}.")
-    config = configure("own-as-torchssl", PRESETS["paper"]).replace(
+    config = implementation("own-as-torchssl").configure(PRESETS["paper"]).replace(
         iterations=options.steps, labeled_batch_size=options.labeled_batch_size,
         unlabeled_ratio=options.unlabeled_ratio, seed=options.seed, device="cpu", compile=False,
         # TorchSSL's memory format: channels_last convolutions round differently, and the weight gradients

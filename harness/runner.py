@@ -36,8 +36,8 @@ from harness.launch import (GpuChoiceError, GpuSlots, grid_gpus, visible_gpu_cou
 from harness.presets import PRESETS, resolve_preset
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, WORKER_FILE,
                             RunSpec, hold_run_lock, write_worker_file)
-from implementations import IMPLEMENTATIONS, algorithms_of, configure, fields_used, unsupported_reason
-from implementations.interface import ALGORITHMS, EVAL_TOP1, ImageData, TrainConfig, for_algorithm
+from implementations import implementation, implementation_names
+from implementations.interface import ALGORITHMS, EVAL_TOP1, ImageData, ImplementationNotReady, TrainConfig, for_algorithm
 
 SPLITS_FOLDER = "splits"
 NOT_STARTED = "NOT STARTED"
@@ -156,8 +156,9 @@ def plan_grid(options: GridOptions) -> GridPlan:
     """Check everything and draw the splits; writes nothing."""
     impls = parse_name_list(options.impl, "--impl")
     for impl in impls:
-        if impl not in IMPLEMENTATIONS:
-            raise click.UsageError(f"Unknown implementation '{impl}' in --impl; choose from {', '.join(IMPLEMENTATIONS)}.")
+        if impl not in implementation_names():
+            raise click.UsageError(f"Unknown implementation '{impl}' in --impl; choose from "
+                                   f"{', '.join(implementation_names())}.")
     algorithms = parse_name_list(options.algorithm, "--algorithm")
     for algorithm in algorithms:
         if algorithm not in ALGORITHMS:
@@ -204,7 +205,8 @@ def plan_grid(options: GridOptions) -> GridPlan:
     splits = _draw_splits(data, Path(options.data_dir), label_counts, seeds)
 
     runs = []
-    missing = {(impl, algorithm) for impl in impls for algorithm in algorithms if algorithm not in algorithms_of(impl)}
+    missing = {(impl, algorithm) for impl in impls for algorithm in algorithms
+               if algorithm not in implementation(impl).algorithms()}
     if len(missing) == len(impls) * len(algorithms):
         raise click.UsageError(f"--impl {options.impl} has none of --algorithm {options.algorithm}; "
                                + _missing_text(missing))
@@ -219,16 +221,19 @@ def plan_grid(options: GridOptions) -> GridPlan:
             for algorithm in algorithms:
                 config = for_algorithm(preset_config, algorithm)
                 for impl in (impl for impl in impls if (impl, algorithm) not in missing):
-                    impl_config = configure(impl, config)
-                    reason = unsupported_reason(impl, impl_config, labels, data.num_classes)
+                    impl_config = implementation(impl).configure(config)
+                    reason = implementation(impl).refusal(impl_config, labels, data.num_classes)
                     if reason:
                         raise click.UsageError(reason)
                     runs.append(PlannedRun(impl, labels, seed, impl_config, split,
                                            run_key(impl, labels, seed, impl_config, split.digest)))
-    if "torchssl" in impls:
-        _check_torchssl_checkout()
+    for impl in impls:
+        try:
+            implementation(impl).check_ready()
+        except ImplementationNotReady as error:
+            raise click.ClickException(str(error)) from None
     if options.executor == "local":  # a Slurm job's device is not this machine's
-        _confirm_duration(options, runs, data, max_parallel, gpu_ids)
+        _confirm_duration(options, runs, max_parallel, gpu_ids)
     return GridPlan(options=options, runs=tuple(runs), data=data, store=store, not_implemented=_missing_text(missing),
                     output_dir=Path(options.output_dir).resolve(), data_dir=Path(options.data_dir).resolve(),
                     max_parallel=max_parallel, gpu_ids=gpu_ids)
@@ -247,8 +252,8 @@ LONG_RUN_SECONDS = 24 * 3600  # a grid with a run estimated to take longer here 
 ESTIMATED_ITERATIONS = 100_000  # only grids of runs at least this long are timed first (a few seconds)
 
 
-def _confirm_duration(options: GridOptions, runs: list[PlannedRun], data: ImageData, max_parallel: int,
-                      gpu_ids: tuple[str, ...]) -> None:
+def _confirm_duration(options: GridOptions, runs: list[PlannedRun], max_parallel: int, gpu_ids: tuple[str, ...]
+                      ) -> None:
     """A grid with a run that would train for more than a day on this device (the paper preset on a CPU: months;
     on a GPU: days) says so, with the estimate and the preset that fits, and starts only when confirmed (or --yes)."""
     if options.yes or not runs or max(run.config.iterations for run in runs) < ESTIMATED_ITERATIONS:
@@ -259,13 +264,13 @@ def _confirm_duration(options: GridOptions, runs: list[PlannedRun], data: ImageD
     gpu = gpu_ids[0] if gpu_ids else None
     device = f"GPU {gpu}" if gpu is not None else "this CPU"
     click.echo(f"Timing one training step on {device} to estimate the grid's duration…", err=True)
-    step = timed_step_seconds(first.config, options.data_dir, first.split.labeled_indices, gpu)
+    step = timed_step_seconds(first.impl, first.config, options.data_dir, first.split.labeled_indices, gpu)
     longest = max(run.config.iterations for run in runs)
     if longest * step <= LONG_RUN_SECONDS:
         return
     total = sum(run.config.iterations for run in runs) * step / max_parallel
     cpu_config = resolve_preset("cpu", seed=first.seed, device=options.device)
-    cpu_step = timed_step_seconds(cpu_config, options.data_dir, first.split.labeled_indices, gpu)
+    cpu_step = timed_step_seconds(first.impl, cpu_config, options.data_dir, first.split.labeled_indices, gpu)
     message = (f"A run of this grid would train for about {_long_duration(longest * step)} on {device} "
                f"({longest:,} iterations at {step:.2f} s each, measured here), the {len(runs)} run(s) about "
                f"{_long_duration(total)} ({max_parallel} at a time); `--preset cpu` trains a run in about "
@@ -357,29 +362,17 @@ def _draw_splits(data: ImageData, data_dir: Path, label_counts, seeds) -> dict:
     return splits
 
 
-def _check_torchssl_checkout() -> None:
-    from implementations.torchssl.checkout import VendorError, verify_checkout
-
-    try:
-        verify_checkout()
-    except VendorError as error:
-        message = _sentence(error)
-        if "bench vendor sync" not in message:
-            message = f"{message.rstrip('.')}; `bench vendor sync` fetches the pinned TorchSSL checkout."
-        raise click.ClickException(message) from None
-
-
 # Fields that say how a run executes, not what it computes: a run is the same run on another device, and with its
 # augmentation compiled (the same pixels from the same draws).
 NOT_IDENTITY = frozenset({"device", "compile_augmentation"})
 
 
 def run_key(impl: str, labels: int, seed: int, config: TrainConfig, split_digest: str) -> str:
-    """impl-labels-seed-preset-<hash>: the hash covers every field the implementation reads (not the device,
-    which says where a run executes, not what it computes) and the split, so a changed setting or different
+    """impl-labels-seed-preset-<hash>: the hash covers every field the implementation reads (not NOT_IDENTITY's,
+    which say how a run executes, not what it computes) and the split, so a changed setting or different
     data makes a new run, the same command finds its run again, and a field an implementation never reads
     (e.g. own's augmentation for TorchSSL) makes no new run of it."""
-    used = fields_used(impl, config.algorithm)
+    used = implementation(impl).fields_read(config.algorithm)
     identity = {key: value for key, value in config.as_params().items() if key in used and key not in NOT_IDENTITY}
     identity["split_digest"] = split_digest
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]

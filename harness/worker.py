@@ -3,7 +3,7 @@
 The runner (harness/runner.py) writes a `RunSpec` into the run's work dir and starts this entry
 point; the same spec file could be shipped to a cluster node. The worker loads the data and the
 split, starts the run's MLflow run (already created by the runner, found again on resume), records
-code version, environment and split, trains through `load_implementation(impl).train`, and ends the
+code version, environment and split, trains through `implementation(impl).train`, and ends the
 run FINISHED, FAILED (an exception, e.g. a non-finite loss; the message is recorded) or KILLED
 (SIGINT/SIGTERM). The implementation checkpoints into the work dir and resumes from it.
 
@@ -267,9 +267,9 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
         sink = tracking.MlflowMetricsSink(client, spec.run_id, inputs.data.class_names,
                                           Path(spec.work_dir) / JOURNAL_FILE, listener=events)
 
-        from implementations import load_implementation
+        from implementations import implementation
 
-        result = load_implementation(spec.impl).train(inputs, sink)
+        result = implementation(spec.impl).train(inputs, sink)
         sink.flush()
         _record_result(client, spec, inputs, result)
         status = "FINISHED"
@@ -335,10 +335,10 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
     """Params, tags, split and environment: what the numbers of this run depend on."""
     from harness import tracking
 
-    from implementations import fields_used
-    from implementations.method_sheet import method_sheet
+    from implementations import implementation
 
-    used = fields_used(spec.impl, config.algorithm)  # a run records only what it reads
+    ran_by = implementation(spec.impl)
+    used = ran_by.fields_read(config.algorithm)  # a run records only what it reads
     tracking.log_params_once(client, spec.run_id, {**{key: value for key, value in config.as_params().items()
                                                       if key in used}, "labels": spec.labels})
     tags: dict[str, object] = {
@@ -346,22 +346,12 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
         "data_official": str(inputs.data.official).lower(),
         "data_dir": inputs.data.source_dir or spec.data_dir,
         **tracking.git_info(),
+        **ran_by.provenance(),  # the code beyond this project's that the run executes (TorchSSL's commit)
     }
-    if spec.impl == "torchssl":
-        tags.update(_torchssl_checkout_tags())
     tracking.log_tags(client, spec.run_id, tags)
     tracking.log_environment(client, spec.run_id, tracking.environment_info(config.device))
-    tracking.log_method_sheet(client, spec.run_id, method_sheet(spec.impl, config).as_json())
+    tracking.log_method_sheet(client, spec.run_id, ran_by.method_sheet(config))
     tracking.log_split(client, spec.run_id, split, spec.split_path)
-
-
-def _torchssl_checkout_tags() -> dict[str, str]:
-    """The TorchSSL commit this run executes, and whether its tree is unmodified (the runner refused to
-    start with anything but the clean pinned checkout; this records what the worker actually found)."""
-    from implementations.torchssl import checkout as vendor
-
-    checkout = vendor.inspect_checkout()
-    return {"torchssl_commit": checkout.commit, "torchssl_tree_clean": str(checkout.clean).lower()}
 
 
 def _record_result(client, spec: RunSpec, inputs: RunInputs, result) -> None:

@@ -1,75 +1,54 @@
-"""FixMatch implementations behind one interface (see interface.py).
+"""The implementations behind one interface (interface.Implementation), by name:
 
-- `own`: FixMatch written from the paper (implementations/own), with the paper's choices;
+- `own`: the methods written from their papers (implementations/own), with the paper's choices;
 - `own-as-torchssl`: the same code with every switch of the difference ledger (ledger.py) at TorchSSL's
   choice, so that own and TorchSSL can be told apart from the choices they make;
-- `torchssl`: TorchSSL's own FixMatch at the pinned commit, unmodified (implementations/torchssl).
+- `torchssl`: TorchSSL's own algorithms at the pinned commit, unmodified (implementations/torchssl).
+
+Each name maps to "module:factory", imported only when asked for, so that one implementation's dependencies
+never load into another's process. Another implementation joins by name without touching the harness: in
+`SSL_BENCH_IMPLEMENTATIONS` ("name=module:factory", comma-separated), which every process of a grid inherits.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import os
 
-from implementations.interface import Implementation, TrainConfig
+from implementations.interface import Implementation
 
-# name -> "module:class"; imported only when asked for, so one implementation's
-# dependencies never load into another's process.
-IMPLEMENTATIONS = {
-    "own": "implementations.own.trainer:OwnFixMatch",
-    "own-as-torchssl": "implementations.own.trainer:OwnFixMatch",
+BUILT_IN = {
+    "own": "implementations.own.implementation:Own",
+    "own-as-torchssl": "implementations.own.implementation:OwnAsTorchSSL",
     "torchssl": "implementations.torchssl.adapter:TorchSSLImplementation",
 }
-
-def load_implementation(name: str) -> Implementation:
-    module_name, class_name = IMPLEMENTATIONS[name].split(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+PLUGINS_VARIABLE = "SSL_BENCH_IMPLEMENTATIONS"
 
 
-def configure(name: str, config: TrainConfig) -> TrainConfig:
-    """The configuration implementation `name` runs with, from the grid's."""
-    if name == "own-as-torchssl":
-        from implementations.ledger import TORCHSSL_CHOICES
-
-        return config.replace(**TORCHSSL_CHOICES)
-    return config
+def registry() -> dict[str, str]:
+    """Every implementation's name and factory: the built-in ones, then those of SSL_BENCH_IMPLEMENTATIONS."""
+    plugins = dict(entry.strip().split("=", 1) for entry in os.environ.get(PLUGINS_VARIABLE, "").split(",")
+                   if "=" in entry)
+    return {**BUILT_IN, **plugins}
 
 
-def fields_used(name: str, algorithm: str) -> frozenset[str]:
-    """The TrainConfig fields implementation `name` reads for `algorithm`: what its runs are identified and
-    recorded by, so that changing a field one implementation or algorithm never reads re-trains none of its runs."""
-    from implementations.interface import fields_of_algorithm
-
-    if name == "torchssl":
-        from implementations.torchssl.adapter import CONFIG_FIELDS
-
-        return CONFIG_FIELDS & fields_of_algorithm(algorithm)
-    return fields_of_algorithm(algorithm)
+def implementation_names() -> tuple[str, ...]:
+    return tuple(registry())
 
 
-def algorithms_of(name: str) -> tuple[str, ...]:
-    """The algorithms implementation `name` has (interface.ALGORITHMS names)."""
-    if name == "torchssl":
-        from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
-
-        return tuple(TORCHSSL_ALGORITHMS)
-    from implementations.own.methods import OWN_ALGORITHMS
-
-    return OWN_ALGORITHMS
+@functools.cache
+def _made(name: str, factory: str) -> Implementation:
+    module_name, _, attribute = factory.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)()
 
 
-def unsupported_reason(name: str, config: TrainConfig, num_labels: int, num_classes: int) -> str | None:
-    """Why implementation `name` cannot run this configuration of a method it has (algorithms_of), or None:
-    own runs every configuration of its methods; TorchSSL refuses some (its adapter says which)."""
-    if name == "torchssl":
-        from implementations.torchssl.adapter import unsupported_reason as torchssl_reason
-
-        return torchssl_reason(config, num_labels, num_classes)
-    return None
+def implementation(name: str) -> Implementation:
+    """The implementation registered as `name` (KeyError when none is)."""
+    return _made(name, registry()[name])
 
 
-def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
-    """An estimate of one training iteration's seconds on the config's device, for warning before a grid that
-    would take days: own's step, measured here (TorchSSL's step is slower, so for it this is a lower bound)."""
-    from implementations.own.trainer import seconds_per_iteration as own_seconds_per_iteration
-
-    return own_seconds_per_iteration(config, data, labeled_indices)
+def comparisons() -> tuple[tuple[str, str], ...]:
+    """(implementation, the one it is compared with) for every registered implementation that names one."""
+    pairs = ((name, implementation(name).compared_with) for name in implementation_names())
+    return tuple((name, other) for name, other in pairs if other is not None)

@@ -276,9 +276,42 @@ class RunResult:
 
 
 class Implementation(Protocol):
+    """What the harness asks of an implementation; each answers for itself, so that the harness never asks which
+    implementation it holds. Only `train` and `seconds_per_iteration` may import torch."""
+
     name: str
+    # The implementation the report pairs this one's runs with, by seed ("torchssl" for own); None: none.
+    compared_with: str | None
+
+    def algorithms(self) -> tuple[str, ...]:
+        """The ALGORITHMS names it can run."""
+
+    def configure(self, config: TrainConfig) -> TrainConfig:
+        """The configuration it runs with, from the grid's (own-as-torchssl: TorchSSL's choices)."""
+
+    def fields_read(self, algorithm: str) -> frozenset[str]:
+        """The TrainConfig fields a run of this algorithm reads: what its runs are identified and recorded by."""
+
+    def refusal(self, config: TrainConfig, num_labels: int, num_classes: int) -> str | None:
+        """One sentence saying why it cannot run this configuration of an algorithm it has, or None."""
+
+    def check_ready(self) -> None:
+        """Raises ImplementationNotReady (one sentence: what is missing, what to do) before any run is planned."""
+
+    def provenance(self) -> dict[str, str]:
+        """Tags naming the code a run of it executes beyond this project's commit (TorchSSL's checkout)."""
+
+    def method_sheet(self, config: TrainConfig) -> dict:
+        """The method as it runs it, in words (implementations/method_sheet.py), recorded with every run."""
+
+    def seconds_per_iteration(self, config: TrainConfig, data: ImageData, labeled_indices: np.ndarray) -> float:
+        """One training iteration's seconds on the config's device, measured here (or a lower bound)."""
 
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult: ...
+
+
+class ImplementationNotReady(RuntimeError):
+    """An implementation cannot run here yet; the message says what is missing and what to do."""
 
 
 def resolve_device(name: str) -> str:

@@ -51,23 +51,38 @@ class MethodSheet:
         return asdict(self)
 
 
-def method_sheet(impl: str, config: TrainConfig) -> MethodSheet:
+def own_method_sheet(config: TrainConfig) -> MethodSheet:
+    """The method as own runs it (own-as-torchssl's config holds TorchSSL's choices)."""
+    files = OWN_FILES if config.algorithm == "fixmatch" else (  # FixMatch's loss is in fixmatch.py, with the recipe
+        f"implementations/own/{config.algorithm}.py (the loss)", *OWN_FILES)
+    return _sheet(config, f"every {config.eval_interval:,} iterations and at the end", files,
+                  own_method(config.algorithm).describe_loss(config))
+
+
+def torchssl_method_sheet(config: TrainConfig) -> MethodSheet:
+    """The method as TorchSSL's code runs it, whatever the config says where TorchSSL fixes a choice."""
+    config = config.replace(**TORCHSSL_FIXED)
+    evaluation = (f"after 1, E+1, 2E+1, … iterations (E = {config.eval_interval:,}), every 1,000 once past 80 % "
+                  "of training, and at the end")
+    if config.algorithm in OWN_ALGORITHMS:  # TorchSSL's code for it is own's method with the differences it names
+        loss = own_method(config.algorithm).describe_loss(config)
+        differences = own_method(config.algorithm).DIFFERENCES_FROM_TORCHSSL
+        if differences:
+            loss += "; TorchSSL's code differs from this: " + " ".join(differences)
+    else:
+        script = TORCHSSL_ALGORITHMS[config.algorithm].script
+        loss = (f"as coded in TorchSSL's models/{script}/{script}.py (train) and {script}_utils.py, with the arguments "
+                "recorded as the run's torchssl.* parameters; see the method's traits")
+    return _sheet(config, evaluation, torchssl_files(config.algorithm), loss)
+
+
+def _sheet(config: TrainConfig, evaluation: str, files: tuple[str, ...], loss: str) -> MethodSheet:
     algorithm = config.algorithm
     own_has_it = algorithm in OWN_ALGORITHMS
-    if impl == "torchssl":
-        config = config.replace(**TORCHSSL_FIXED)
-        evaluation = (f"after 1, E+1, 2E+1, … iterations (E = {config.eval_interval:,}), every 1,000 once past 80 % "
-                      "of training, and at the end")
-        files = torchssl_files(algorithm)
-    else:
-        evaluation = f"every {config.eval_interval:,} iterations and at the end"
-        files = OWN_FILES
-        if algorithm != "fixmatch":  # its loss is in fixmatch.py, with the recipe
-            files = (f"implementations/own/{algorithm}.py (the loss)", *files)
     differences = tuple(own_method(algorithm).DIFFERENCES_FROM_TORCHSSL) if own_has_it else ()
     from_paper = tuple(own_method(algorithm).DEFAULTS_DIFFER_FROM_PAPER) if own_has_it else ()
     aspects = [
-        ("loss", _loss(impl, config, differences)),
+        ("loss", loss),
         ("weak augmentation", "random horizontal flip, then a random 32×32 crop of the image reflect-padded by 4 px"),
         ("strong augmentation", _strong_augmentation(config) if _uses_strong(algorithm) else "not used"),
         ("network", _network(config)),
@@ -94,18 +109,6 @@ def _uses_strong(algorithm: str) -> bool:
     if algorithm in OWN_ALGORITHMS:
         return "strong" in own_method(algorithm).VIEWS
     return "strong" in TORCHSSL_ALGORITHMS[algorithm].traits["views of an unlabeled image"]
-
-
-def _loss(impl: str, config: TrainConfig, differences: tuple[str, ...]) -> str:
-    """The loss in words; TorchSSL's code for it is own's method with the differences own's file names."""
-    if config.algorithm not in OWN_ALGORITHMS:
-        script = TORCHSSL_ALGORITHMS[config.algorithm].script
-        return (f"as coded in TorchSSL's models/{script}/{script}.py (train) and {script}_utils.py, with the arguments "
-                "recorded as the run's torchssl.* parameters; see the method's traits")
-    words = own_method(config.algorithm).describe_loss(config)
-    if impl == "torchssl" and differences:
-        words += "; TorchSSL's code differs from this: " + " ".join(differences)
-    return words
 
 
 def _strong_augmentation(config: TrainConfig) -> str:

@@ -20,7 +20,7 @@ from harness import tracking
 from implementations import interface as names
 
 from implementations.interface import ALGORITHMS, TrainConfig, for_algorithm
-from implementations.method_sheet import method_sheet
+from implementations import implementation
 from implementations.own import flexmatch
 from implementations.own.flexmatch import FlexMatchState, class_thresholds, updated_pseudo_labels
 from implementations.own.meanteacher import mean_teacher_loss
@@ -313,10 +313,11 @@ def test_every_file_a_method_sheet_names_exists(algorithm):
     for impl, root in roots.items():
         if impl == "own" and algorithm in OWN_ONLY_NOT:
             continue
-        sheet = method_sheet(impl, for_algorithm(TrainConfig(preset="smoke"), algorithm))
-        named = [path.strip() for entry in sheet.files for path in entry.split(" (")[0].split(", ")]
+        sheet = implementation(impl).method_sheet(for_algorithm(TrainConfig(preset="smoke"), algorithm))
+        named = [path.strip() for entry in sheet["files"] for path in entry.split(" (")[0].split(", ")]
         assert named and all((root / path).is_file() for path in named), (impl, named)
-        assert set(sheet.traits) == set(method_sheet("torchssl", for_algorithm(TrainConfig(), "fixmatch")).traits)
+        fixmatch = implementation("torchssl").method_sheet(for_algorithm(TrainConfig(), "fixmatch"))
+        assert set(sheet["traits"]) == set(fixmatch["traits"])
 
 
 def test_a_method_an_implementation_does_not_have_is_refused_in_one_sentence(tmp_path):

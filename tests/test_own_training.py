@@ -13,7 +13,7 @@ from implementations import interface as names
 from implementations.interface import CheckpointError, NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
 from implementations.own.methods import OWN_ALGORITHMS
 from implementations.own.step_loss import StepLoss
-from implementations.own.trainer import (CHECKPOINT_NAME, Evaluator, OwnFixMatch, Progress, TrainingSignals,
+from implementations.own.trainer import (CHECKPOINT_NAME, Evaluator, OwnTrainer, Progress, TrainingSignals,
                                          autocast_dtype)
 from tests.fixtures_data import SUBSET_DIR
 
@@ -75,12 +75,12 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, algori
     # Mean Teacher's teacher (the EMA), every λ ramp-up, MixMatch's MixUp draws and FlexMatch's state included
     config = for_algorithm(TINY, algorithm).replace(**RESUME_CHANGES.get(algorithm, {}))
     uninterrupted = RecordingSink()
-    OwnFixMatch().train(run_inputs(config, tmp_path / "a"), uninterrupted)
+    OwnTrainer().train(run_inputs(config, tmp_path / "a"), uninterrupted)
 
     with pytest.raises(KeyboardInterrupt):  # interrupted after the checkpoint at iteration 4
-        OwnFixMatch().train(run_inputs(config, tmp_path / "b"), RecordingSink(crash_after=5))
+        OwnTrainer().train(run_inputs(config, tmp_path / "b"), RecordingSink(crash_after=5))
     resumed = RecordingSink()
-    result = OwnFixMatch().train(run_inputs(config, tmp_path / "b"), resumed)
+    result = OwnTrainer().train(run_inputs(config, tmp_path / "b"), resumed)
 
     assert result.iterations == 8
     assert min(resumed.metrics[names.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4, not from 0
@@ -97,9 +97,9 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, algori
 
 def _interrupted_then_resumed(config: TrainConfig, work_dir: Path) -> RecordingSink:
     with pytest.raises(KeyboardInterrupt):  # interrupted after the checkpoint at iteration 4
-        OwnFixMatch().train(run_inputs(config, work_dir), RecordingSink(crash_after=5))
+        OwnTrainer().train(run_inputs(config, work_dir), RecordingSink(crash_after=5))
     resumed = RecordingSink()
-    OwnFixMatch().train(run_inputs(config, work_dir), resumed)
+    OwnTrainer().train(run_inputs(config, work_dir), resumed)
     return resumed
 
 
@@ -119,7 +119,7 @@ def test_a_checkpoint_loaded_where_a_map_location_naming_the_training_device_mov
     monkeypatch.setattr(torch, "load", load_moving_to_the_named_device)
     config = for_algorithm(TINY, algorithm).replace(**RESUME_CHANGES.get(algorithm, {}))
     uninterrupted = RecordingSink()
-    OwnFixMatch().train(run_inputs(config, tmp_path / "a"), uninterrupted)
+    OwnTrainer().train(run_inputs(config, tmp_path / "a"), uninterrupted)
     resumed = _interrupted_then_resumed(config, tmp_path / "b")
 
     assert min(resumed.metrics[names.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4
@@ -130,10 +130,10 @@ def test_a_checkpoint_loaded_where_a_map_location_naming_the_training_device_mov
 
 def test_a_checkpoint_that_does_not_fit_the_run_is_one_sentence_naming_the_file_and_what_to_do(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        OwnFixMatch().train(run_inputs(TINY, tmp_path), RecordingSink(crash_after=5))
+        OwnTrainer().train(run_inputs(TINY, tmp_path), RecordingSink(crash_after=5))
     wider = TINY.replace(widen_factor=2)  # its weights have other shapes than the checkpoint's
     with pytest.raises(CheckpointError) as refused:
-        OwnFixMatch().train(run_inputs(wider, tmp_path), RecordingSink())
+        OwnTrainer().train(run_inputs(wider, tmp_path), RecordingSink())
     message = str(refused.value)
     assert message.startswith(f"The checkpoint {tmp_path / CHECKPOINT_NAME} cannot be read (")
     assert f"delete the folder {tmp_path} and run the same `bench run` again" in message
@@ -142,7 +142,7 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_one_sentence_naming_the_file_
 
 def test_reports_training_signals_and_evaluations_at_their_intervals(tmp_path):
     sink = RecordingSink()
-    result = OwnFixMatch().train(run_inputs(TINY, tmp_path), sink)
+    result = OwnTrainer().train(run_inputs(TINY, tmp_path), sink)
     for key in (names.TRAIN_SUPERVISED_LOSS, names.TRAIN_UNSUPERVISED_LOSS, names.TRAIN_TOTAL_LOSS,
                 names.TRAIN_MASK_RATE, names.TRAIN_LR, names.TRAIN_ITERATIONS_PER_SECOND,
                 names.TRAIN_DATA_WAIT_SECONDS):
@@ -160,7 +160,7 @@ def test_reports_training_signals_and_evaluations_at_their_intervals(tmp_path):
 
 def test_supervised_baseline_trains_through_the_same_loop_without_unlabeled_batch(tmp_path):
     sink = RecordingSink()
-    result = OwnFixMatch().train(run_inputs(TINY.replace(algorithm="supervised"), tmp_path), sink)
+    result = OwnTrainer().train(run_inputs(TINY.replace(algorithm="supervised"), tmp_path), sink)
     assert result.iterations == 8
     assert set(sink.metrics[names.TRAIN_UNSUPERVISED_LOSS].values()) == {0.0}
     assert names.TRAIN_MASK_RATE not in sink.metrics
@@ -190,8 +190,8 @@ def test_threshold_signals_are_the_mean_threshold_per_class_and_the_kept_fractio
 def test_per_image_pil_augmentation_path_trains_and_is_deterministic(tmp_path):
     config = TINY.replace(augmentation="pil", iterations=4, precision="fp32")
     first, second = RecordingSink(), RecordingSink()
-    OwnFixMatch().train(run_inputs(config, tmp_path / "a"), first)
-    OwnFixMatch().train(run_inputs(config, tmp_path / "b"), second)
+    OwnTrainer().train(run_inputs(config, tmp_path / "a"), first)
+    OwnTrainer().train(run_inputs(config, tmp_path / "b"), second)
     assert first.metrics[names.TRAIN_TOTAL_LOSS] == second.metrics[names.TRAIN_TOTAL_LOSS]
     assert first.metrics[names.EVAL_TOP1] == second.metrics[names.EVAL_TOP1]
 
@@ -200,7 +200,7 @@ def test_a_diverging_loss_stops_the_run_at_its_iteration_before_anything_of_it_i
     config = TINY.replace(learning_rate=1e12, precision="fp32", log_interval=1, eval_interval=1, checkpoint_interval=1)
     sink = RecordingSink()
     with pytest.raises(NonFiniteLossError, match=r"NaN or infinite at iteration (\d+)") as raised:
-        OwnFixMatch().train(run_inputs(config, tmp_path), sink)
+        OwnTrainer().train(run_inputs(config, tmp_path), sink)
     bad = int(re.search(r"iteration (\d+)", str(raised.value)).group(1))
     logged = [step for history in sink.metrics.values() for step in history]
     assert bad >= 1 and all(step < bad for step in logged)
@@ -217,7 +217,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_matrix_units(tmp_pat
     expected = torch.bfloat16 if "amx_bf16" in Path("/proc/cpuinfo").read_text().split() else None  # the CPU's flags
     assert autocast_dtype("auto", cpu) is expected
     assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("fp32", cpu) is None
-    run = OwnFixMatch().train(run_inputs(TINY.replace(precision="auto", iterations=2), tmp_path), RecordingSink())
+    run = OwnTrainer().train(run_inputs(TINY.replace(precision="auto", iterations=2), tmp_path), RecordingSink())
     assert run.extra["autocast_dtype"] == ("bfloat16" if expected else "float32")
 
 
@@ -248,5 +248,5 @@ def test_evaluation_runs_with_tf32_off_and_restores_the_training_settings_after(
 
 
 def test_every_run_records_the_tf32_settings_of_its_training_and_its_evaluation(tmp_path):
-    result = OwnFixMatch().train(run_inputs(TINY.replace(iterations=2), tmp_path), RecordingSink())
+    result = OwnTrainer().train(run_inputs(TINY.replace(iterations=2), tmp_path), RecordingSink())
     assert result.extra["tf32_training"] == result.extra["tf32_evaluation"] == "none (not a CUDA device)"  # a CPU run

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from harness.cli import main as bench
 from harness.parity import ParityOptions, run_parity
-from implementations import configure
+from implementations import implementation
 from implementations.interface import TrainConfig
 from implementations.ledger import LEDGER, TORCHSSL_CHOICES
 from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
@@ -83,7 +83,7 @@ def test_every_ledger_item_that_can_change_accuracy_has_a_switch_to_torchssls_ch
 
 
 def test_own_by_default_makes_the_papers_choices_and_own_as_torchssl_takes_every_torchssl_value():
-    own, own_as_torchssl = TrainConfig(), configure("own-as-torchssl", TrainConfig())
+    own, own_as_torchssl = TrainConfig(), implementation("own-as-torchssl").configure(TrainConfig())
     for entry in LEDGER:
         if entry.field:
             assert getattr(own_as_torchssl, entry.field) == entry.torchssl_value, entry.field

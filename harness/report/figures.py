@@ -19,7 +19,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
 
 from harness.report.collect import ReportData  # noqa: E402
-from harness.report.tables import Section, impl_order  # noqa: E402
+from harness.report.tables import IMPL_ORDER, Section, impl_order  # noqa: E402
 from implementations import interface as names  # noqa: E402
 
 WIDTH_INCHES = 7.2  # fits an A4 page with 15 mm margins at 100 %
@@ -33,7 +33,11 @@ _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
 # 12 distinguishable colours, one per algorithm in the cross-method figure (matplotlib's tab20, darker halves first)
 _ALGORITHM_PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                       "#bcbd22", "#17becf", "#393b79", "#637939"]
-IMPL_LINESTYLES = {"own": "-", "own-as-torchssl": ":", "torchssl": "--"}
+LINESTYLES = ("-", ":", "--", "-.")  # one per implementation, in the registry's order
+
+
+def _linestyle(impl: str) -> str:
+    return LINESTYLES[IMPL_ORDER.index(impl) % len(LINESTYLES)] if impl in IMPL_ORDER else LINESTYLES[-1]
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ def methods_top1_vs_iteration(data: ReportData, report_sections: list[Section], 
                     if curves.empty:
                         continue
                     axis.plot(curves.index.to_numpy(), curves.mean(axis=1) * 100, color=line_color,
-                              linestyle=IMPL_LINESTYLES.get(impl, "-."), linewidth=1.2,
+                              linestyle=_linestyle(impl), linewidth=1.2,
                               label=f"{section.algorithm} / {impl} ({curves.shape[1]} seed{'s' if curves.shape[1] != 1 else ''})")
             axis.set_title(f"{labels} labels")
             axis.set_xlabel("iteration")

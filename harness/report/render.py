@@ -210,8 +210,6 @@ def _commits(runs: pd.DataFrame) -> str:
         unclean = (group["torchssl_tree_clean"].str.lower() == "false").sum()
         parts.append(f"TorchSSL `{commit[:12]}`" + (f" with local modifications in {unclean} runs" if unclean
                                                      else " (pinned checkout, unmodified)"))
-    if "torchssl" in set(runs["impl"]) and not (runs["torchssl_commit"] != "").any():
-        parts.append("TorchSSL commit not recorded")
     return "; ".join(parts) + "."
 
 

@@ -14,14 +14,17 @@ import pandas as pd
 from scipy import stats
 
 from harness.report.collect import PAPER_ITERATIONS, PROTOCOL_FIELDS, ReportData
+from implementations import comparisons, implementation_names
 from implementations import interface as names
 
 MEDIAN_WINDOW = 20  # the FixMatch paper reports the median over its last 20 checkpoints
 SHORT_MARK = "†"  # trained fewer iterations than the paper's schedule
 UNOFFICIAL_MARK = "‡"  # trained/evaluated on data that is not the official full data set
 FEW_EVALUATIONS_MARK = "§"  # median over fewer than MEDIAN_WINDOW evaluations
-IMPL_ORDER = ("own", "own-as-torchssl", "torchssl")
-PAIRS = (("own", "torchssl"), ("own-as-torchssl", "torchssl"))  # each difference is first minus second
+# The registered implementations in their order, and the pairs the report compares (each implementation with the
+# one it names as compared_with; each difference is first minus second).
+IMPL_ORDER = implementation_names()
+PAIRS = comparisons()
 
 
 @dataclass(frozen=True)
@@ -304,7 +307,7 @@ def methods_table(report_sections: list[Section]) -> Table | None:
 def resume_gap_notes(runs: pd.DataFrame) -> list[str]:
     """What the checkpoints of the TorchSSL algorithms in `runs` leave out, and which of their runs were resumed
     from such a checkpoint (their training is then not one uninterrupted run of the method)."""
-    torchssl = runs[(runs["impl"] == "torchssl") & (runs["torchssl_resume_gap"].fillna("") != "")]
+    torchssl = runs[runs["torchssl_resume_gap"].fillna("") != ""]  # only TorchSSL's runs record a gap
     notes = []
     for algorithm, group in torchssl.groupby("algorithm", sort=True):
         gap = group["torchssl_resume_gap"].iloc[0]

@@ -362,11 +362,9 @@ def seconds_per_iteration(config: TrainConfig, data, labeled_indices) -> float:
     return time.perf_counter() - started
 
 
-class OwnFixMatch:
-    """The own implementation: FixMatch written from the paper (fixmatch.py), and the other methods beside it,
-    each in its own file, all in this one loop."""
-
-    name = "own"
+class OwnTrainer:
+    """The loop every own method trains in (the implementation itself: implementation.py): build, restore, then
+    step, log, evaluate and checkpoint at their intervals until the last iteration."""
 
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult:
         config = run.config

@@ -51,12 +51,11 @@ import yaml
 
 from implementations.torchssl import checkout as vendor
 from implementations.interface import (
-    ALGORITHMS, EVAL_TOP1, METHOD_FIELDS, CheckpointError, MetricsSink, NonFiniteLossError, RunInputs, RunResult,
-    TrainConfig, resolve_device,
+    ALGORITHMS, EVAL_TOP1, METHOD_FIELDS, CheckpointError, ImplementationNotReady, MetricsSink, NonFiniteLossError,
+    RunInputs, RunResult, TrainConfig, fields_of_algorithm, resolve_device,
 )
 from implementations.ledger import TORCHSSL_FIXED
 from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
-from implementations.tf32 import tf32_in_force
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFERENCE_CONFIG = "config/{script}/{script}_cifar10_{num_labels}_0.yaml"
@@ -181,13 +180,54 @@ class TorchSSLImplementation:
     """A TorchSSL algorithm (the reference), run in a child process on our split and images."""
 
     name = "torchssl"
+    compared_with = None  # the reference: the others are compared with it
 
     def __init__(self, checkout: vendor.VendorInfo | None = None):
         # None: the pinned checkout, verified before training (bench run). A caller that verified a checkout
         # itself may hand it over (the GPU check, on a machine without gitpython).
         self.checkout = checkout
 
+    def algorithms(self) -> tuple[str, ...]:
+        return tuple(TORCHSSL_ALGORITHMS)
+
+    def configure(self, config: TrainConfig) -> TrainConfig:
+        return config
+
+    def fields_read(self, algorithm: str) -> frozenset[str]:
+        return CONFIG_FIELDS & fields_of_algorithm(algorithm)
+
+    def refusal(self, config: TrainConfig, num_labels: int, num_classes: int) -> str | None:
+        return unsupported_reason(config, num_labels, num_classes)
+
+    def check_ready(self) -> None:
+        try:
+            vendor.verify_checkout()
+        except vendor.VendorError as error:
+            message = str(error).strip()
+            message = message[0].upper() + message[1:]
+            if vendor.SYNC_COMMAND not in message:
+                message = f"{message.rstrip('.')}; `{vendor.SYNC_COMMAND}` fetches the pinned TorchSSL checkout."
+            raise ImplementationNotReady(message) from None
+
+    def provenance(self) -> dict[str, str]:
+        """The TorchSSL commit a run executes, and whether its tree is unmodified, as the worker finds it."""
+        checkout = self.checkout or vendor.inspect_checkout()
+        return {"torchssl_commit": checkout.commit, "torchssl_tree_clean": str(checkout.clean).lower()}
+
+    def method_sheet(self, config: TrainConfig) -> dict:
+        from implementations.method_sheet import torchssl_method_sheet
+
+        return torchssl_method_sheet(config).as_json()
+
+    def seconds_per_iteration(self, config: TrainConfig, data, labeled_indices) -> float:
+        """Own's step, measured here: TorchSSL's step is slower, so for it this is a lower bound."""
+        from implementations.own.trainer import seconds_per_iteration
+
+        return seconds_per_iteration(config, data, labeled_indices)
+
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult:
+        from implementations.tf32 import tf32_in_force
+
         checkout = self.checkout or vendor.verify_checkout()
         config = run.config
         num_labels = len(run.labeled_indices)
@@ -242,8 +282,8 @@ class TorchSSLImplementation:
             best_iteration=best_iteration,
             confusion_matrix=np.asarray(result["confusion"], dtype=np.int64),
             extra={
-                "torchssl_commit": checkout.commit,
-                "torchssl_tree_clean": str(checkout.clean and after.clean and after.commit == checkout.commit).lower(),
+                # provenance() recorded the checkout as the run started; a tree changed while it ran says so here
+                **({} if after.clean and after.commit == checkout.commit else {"torchssl_tree_clean": "false"}),
                 "torchssl_cuda_emulated_on_cpu": str(on_cpu).lower(),
                 "torchssl_resumed_from": str(result["start_iteration"]),
                 "torchssl_script": f"{algorithm.script}.py",

@@ -22,9 +22,10 @@ Every TorchSSL algorithm is a copy of the same program: a script `<script>.py` w
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
-import torch
+if TYPE_CHECKING:  # torch only where a loop's signals are read (the child), not where the table is
+    import torch
 
 # TrainConfig field -> TorchSSL argument, where most scripts agree; `arguments` of an entry names the exceptions.
 USUAL_ARGUMENTS = {
@@ -75,6 +76,8 @@ class TorchSSLAlgorithm:
 
 
 def _losses(loop: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    import torch
+
     supervised = loop["sup_loss"]
     unsupervised = loop.get("unsup_loss")
     return {"supervised_loss": supervised, "total_loss": loop["total_loss"],
@@ -87,6 +90,8 @@ def consistency_signals(loop: Mapping[str, object], args) -> IterationSignals:
 
 
 def fixed_threshold_signals(loop: Mapping[str, object], args) -> IterationSignals:
+    import torch
+
     """FixMatch, UDA, Pseudo-Label: `select` is the mask (max probability ≥ p_cutoff), `pseudo_lb` its argmax."""
     kept = loop["select"]
     return IterationSignals(**_losses(loop), kept=kept, pseudo_labels=loop["pseudo_lb"],
@@ -95,6 +100,8 @@ def fixed_threshold_signals(loop: Mapping[str, object], args) -> IterationSignal
 
 
 def flexmatch_signals(loop: Mapping[str, object], args) -> IterationSignals:
+    import torch
+
     """FlexMatch returns only the mean of its mask (`mask`); `select` is the fixed threshold it counts σ with.
     The per-image mask is its convex mapping of the learning effects `classwise_acc` of this iteration,
     τ·β/(2−β), applied to the weak view's confidence; the child checks that its mean is TorchSSL's `mask`."""
