@@ -42,7 +42,7 @@ from harness.presets import resolve_preset
 from harness.launch import with_kept_freed_memory
 from implementations.torchssl.checkout import VendorError, verify_checkout
 from implementations import interface as names
-from implementations import implementation
+from implementations import implementation as registered
 from implementations.interface import resolve_device
 from implementations.own.wide_resnet import WideResNet
 
@@ -56,7 +56,7 @@ def measure_one(name: str, shape: str, iterations: int) -> dict:
                             eval_interval=10**9, checkpoint_interval=10**9)
     sink = KeepingSink()
     with tempfile.TemporaryDirectory() as work_dir:
-        implementation(name).train(subset_run_inputs(config, Path(work_dir)), sink)
+        registered(name).train(subset_run_inputs(config, Path(work_dir)), sink)
     windows = sink.metrics[names.TRAIN_ITERATIONS_PER_SECOND]
     rates = [rate for step, rate in sorted(windows.items())][1:] or list(windows.values())
     waits = [wait for step, wait in sorted(sink.metrics[names.TRAIN_DATA_WAIT_SECONDS].items())][1:]

@@ -13,9 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Mapping
 
-from implementations.common import first_line
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from implementations.common import first_line, with_project_on_path
 
 # glibc serves every allocation above 32 MiB with its own mmap and unmaps it on free, so a CPU training step
 # faults all its activations in again (docs/performance.md has the measurement). With these two settings freed
@@ -48,13 +46,6 @@ def with_kept_freed_memory(environment: dict[str, str]) -> dict[str, str]:
     if "glibc.malloc." not in tunables:
         environment = {**environment, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, KEEP_FREED_MEMORY_TUNABLES]))}
     return environment
-
-
-def with_project_on_path(environment: dict[str, str]) -> dict[str, str]:
-    """The project's root first on PYTHONPATH, so that `python -m harness.worker` (and the modules an
-    implementation starts in a child process) import this checkout, installed or not."""
-    paths = [str(PROJECT_ROOT), *[path for path in environment.get("PYTHONPATH", "").split(os.pathsep) if path]]
-    return {**environment, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 class GpuChoiceError(ValueError):

@@ -29,6 +29,7 @@ import psutil
 import submitit
 
 from harness.launch import worker_command, worker_environment
+from implementations.common import write_text_atomically
 from harness.worker import EXIT_FAILED, EXIT_FINISHED, LOG_FILE
 
 JOB_FILE = "slurm_job.json"
@@ -198,9 +199,7 @@ class JobRecord:
     run_id: str
 
     def save(self, run_folder: Path) -> None:
-        temporary = run_folder / (JOB_FILE + ".tmp")
-        temporary.write_text(json.dumps(self.__dict__))
-        os.replace(temporary, run_folder / JOB_FILE)
+        write_text_atomically(run_folder / JOB_FILE, json.dumps(self.__dict__))
 
     @classmethod
     def load(cls, run_folder: Path) -> "JobRecord | None":

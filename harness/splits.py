@@ -39,14 +39,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Callable, IO
 
 import numpy as np
+
+from implementations.common import write_atomically
 
 
 class SplitError(ValueError):
@@ -147,9 +146,9 @@ class LabelSplit:
         stem = _stem(path)
         stem.parent.mkdir(parents=True, exist_ok=True)
         npy_path, json_path = stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".json")
-        _write_atomically(npy_path, lambda file: np.save(file, self.labeled_indices, allow_pickle=False))
+        write_atomically(npy_path, lambda file: np.save(file, self.labeled_indices, allow_pickle=False))
         sidecar = json.dumps(self.sidecar(), indent=2).encode("utf-8") + b"\n"
-        _write_atomically(json_path, lambda file: file.write(sidecar))
+        write_atomically(json_path, lambda file: file.write(sidecar))
         return npy_path
 
     @classmethod
@@ -198,15 +197,3 @@ def _stem(path: Path | str) -> Path:
     return path.with_suffix("") if path.suffix in (".npy", ".json") else path
 
 
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`: readers never see half a file."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

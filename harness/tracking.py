@@ -41,6 +41,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
+from implementations.common import first_line, write_text_atomically
+
 DEFAULT_EXPERIMENT = "cifar10-fixmatch"
 STORE_FILE = "mlflow.db"
 ARTIFACTS_FOLDER = "artifacts"
@@ -96,7 +98,7 @@ def retry_while_locked(action: Callable[[], object]) -> object:
             if time.monotonic() > deadline:
                 raise TrackingError(
                     f"The MLflow store stayed locked by another process for {LOCKED_STORE_WAIT_SECONDS:.0f} s "
-                    f"({_first_line(error)}); run fewer `bench run` at once on it, or serve it with `mlflow server` "
+                    f"({first_line(error)}); run fewer `bench run` at once on it, or serve it with `mlflow server` "
                     "and pass --tracking-uri.") from None
             time.sleep(pause * random.uniform(1.0, 2.0))
             pause = min(2 * pause, 2.0)
@@ -158,7 +160,7 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
             with store_lock(database.parent):  # wait while another runner is still creating it
                 store.client().search_experiments(max_results=1)  # opening it completes a half-made store
         except Exception as error:
-            raise TrackingError(f"The MLflow store {database} cannot be opened ({_first_line(error)}); if it is "
+            raise TrackingError(f"The MLflow store {database} cannot be opened ({first_line(error)}); if it is "
                                 "damaged, move it aside (its runs are then gone from the UI and reports) or choose "
                                 "another --output-dir.") from None
         return
@@ -169,7 +171,7 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
         try:
             response = requests.get(url, params={"max_results": 1}, timeout=timeout_seconds)
         except requests.RequestException as error:
-            reason = type(error).__name__ if not str(error) else _first_line(error)
+            reason = type(error).__name__ if not str(error) else first_line(error)
             raise TrackingError(f"The MLflow tracking server at {store.tracking_uri} is not reachable ({reason}).") from None
         if response.status_code in (401, 403):
             raise TrackingError(f"The MLflow tracking server at {store.tracking_uri} refused access "
@@ -182,12 +184,7 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
     try:
         store.client().search_experiments(max_results=1)
     except Exception as error:  # any store backend may fail in its own way
-        raise TrackingError(f"The MLflow tracking store {store.tracking_uri} cannot be opened ({_first_line(error)}).") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
+        raise TrackingError(f"The MLflow tracking store {store.tracking_uri} cannot be opened ({first_line(error)}).") from None
 
 
 STORE_LOCK = "store.lock"
@@ -383,9 +380,7 @@ class MetricsJournal:
         return entries
 
     def replace(self, entries: list[dict]) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text("".join(json.dumps(entry) + "\n" for entry in entries), encoding="utf-8")
-        os.replace(temporary, self.path)
+        write_text_atomically(self.path, "".join(json.dumps(entry) + "\n" for entry in entries))
 
 
 class SinkListener(Protocol):
@@ -479,7 +474,7 @@ class MlflowMetricsSink:
                     document = {"step": entry["step"], "class_names": list(self.class_names), "matrix": entry["confusion"]}
                     self.client.log_text(self.run_id, json.dumps(document), confusion_matrix_artifact(entry["step"]))
         except Exception as error:  # an unreachable server, a locked database: the entries wait for the next try
-            self.unsent_reason = _first_line(error)
+            self.unsent_reason = first_line(error)
             print(f"--- MLflow could not take {len(entries)} journal entries ({self.unsent_reason}); they wait in "
                   f"{self.journal.path}", file=sys.stderr, flush=True)
             return entries

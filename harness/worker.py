@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Mapping
 
 from implementations import interface as names
+from implementations.common import write_text_atomically
 from implementations.interface import CheckpointError, NonFiniteLossError, RunInputs, TrainConfig
 
 SPEC_FILE = "spec.json"
@@ -62,7 +63,7 @@ class RunSpec:
         return TrainConfig(**self.config)
 
     def save(self, path: Path | str) -> None:
-        _write_atomically(Path(path), json.dumps(asdict(self), indent=2))
+        write_text_atomically(Path(path), json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: Path | str) -> "RunSpec":
@@ -77,14 +78,8 @@ class SpecError(ValueError):
     """The spec file is missing, torn or not a spec; the message is one sentence."""
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-
-
 def write_worker_file(run_key_folder: Path | str, facts: Mapping[str, object]) -> None:
-    _write_atomically(Path(run_key_folder) / WORKER_FILE, json.dumps(dict(facts)))
+    write_text_atomically(Path(run_key_folder) / WORKER_FILE, json.dumps(dict(facts)))
 
 
 class Stopped(BaseException):
@@ -132,7 +127,7 @@ class ProgressEvents:
         line = json.dumps({"event": event, **fields})
         if event == "progress" and self.progress_path is not None:
             try:
-                _write_atomically(self.progress_path, line)
+                write_text_atomically(self.progress_path, line)
             except OSError:
                 pass
         if self.stream is None:

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.launch import (KEEP_FREED_MEMORY_TUNABLES, GpuChoiceError, GpuSlots, PROJECT_ROOT, grid_gpus,
-                            worker_environment)
+from harness.launch import KEEP_FREED_MEMORY_TUNABLES, GpuChoiceError, GpuSlots, grid_gpus, worker_environment
+from implementations.common import PROJECT_ROOT
 from harness.runner import _gpu_words
 
 

@@ -24,6 +24,7 @@ from mlflow.entities import ViewType
 from mlflow.exceptions import MlflowException
 
 from harness import tracking
+from implementations.common import first_line
 from implementations.interface import TrainConfig
 from implementations.ledger import TORCHSSL_CHOICES
 
@@ -114,7 +115,7 @@ def collect(tracking_uri: str, experiment: str | None = None, parent_run_id: str
         runs = _with_iterations(runs, histories)
         confusion, environments, method_sheets = _artifacts(client, runs["run_id"])
     except MlflowException as error:
-        raise ReportError(f"Cannot read the MLflow store at {tracking_uri}: {_first_line(error)}.") from error
+        raise ReportError(f"Cannot read the MLflow store at {tracking_uri}: {first_line(error).rstrip('.')}.") from error
     return ReportData(tracking_uri, source, runs, histories, confusion, environments, method_sheets, params)
 
 
@@ -274,5 +275,3 @@ def _artifacts(client: MlflowClient, run_ids: pd.Series) -> tuple[dict[str, Conf
     return confusion, environments, method_sheets
 
 
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from implementations import interface as names
-from implementations.common import first_line
+from implementations.common import first_line, write_atomically
 from implementations.interface import (
     CheckpointError,
     MetricsSink,
@@ -207,17 +206,13 @@ class Checkpoint:
     def save(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingSignals,
              progress: Progress) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(".tmp")
-        with open(temporary, "wb") as file:
-            torch.save({"training": training.state_dict(), "batches": batches.state_dict(),
-                        "signals": signals.state_dict(), "torch_rng": torch.get_rng_state(),
-                        # MixMatch's shuffle on a GPU draws from its default generator
-                        "cuda_rng": torch.cuda.get_rng_state(training.device) if training.device.type == "cuda" else None,
-                        "progress": progress},
-                       file)
-            file.flush()
-            os.fsync(file.fileno())  # on disk before it replaces the previous one: the sink then calls it durable
-        os.replace(temporary, self.path)
+        state = {"training": training.state_dict(), "batches": batches.state_dict(), "signals": signals.state_dict(),
+                 "torch_rng": torch.get_rng_state(),
+                 # MixMatch's shuffle on a GPU draws from its default generator
+                 "cuda_rng": torch.cuda.get_rng_state(training.device) if training.device.type == "cuda" else None,
+                 "progress": progress}
+        # on disk before it replaces the previous one: the sink then calls it durable
+        write_atomically(self.path, lambda file: torch.save(state, file))
 
 
 class TrainingSignals:

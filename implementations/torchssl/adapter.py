@@ -49,6 +49,7 @@ from typing import Mapping
 import numpy as np
 import yaml
 
+from implementations.common import first_line, with_project_on_path, write_text_atomically
 from implementations.torchssl import checkout as vendor
 from implementations.interface import (
     ALGORITHMS, EVAL_TOP1, METHOD_FIELDS, CheckpointError, ImplementationNotReady, MetricsSink, NonFiniteLossError,
@@ -312,7 +313,7 @@ def _check_readable(checkpoint: Path, work_dir: Path) -> None:
         if not {"model", "optimizer", "scheduler", "it", "ema_model"} <= set(saved):
             raise ValueError("it lacks some of TorchSSL's checkpoint entries")
     except Exception as error:
-        reason = (str(error).strip() or type(error).__name__).splitlines()[0][:300]
+        reason = first_line(error)
         raise CheckpointError(f"The TorchSSL checkpoint {checkpoint} cannot be read ({reason}); delete the folder "
                               f"{work_dir} and run the same `bench run` again to restart this run from the beginning "
                               "in a new MLflow run.") from None
@@ -349,8 +350,7 @@ class _ChildStream:
         spec = {**spec, "message_fd": write_end, "parent_pid": os.getpid()}
         spec_path = save_dir / "child_spec.json"
         spec_path.write_text(json.dumps(spec, indent=2))
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        env = {**with_project_on_path(os.environ), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
         if spec["emulate_cuda"]:
             env["CUDA_VISIBLE_DEVICES"] = ""  # a CPU run on a GPU machine must not see the GPU
         try:
@@ -410,9 +410,7 @@ class _ChildStream:
             self.error = message
 
     def _save_evaluations(self) -> None:
-        temporary = self.evaluations_path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(sorted(self.evaluations)))
-        os.replace(temporary, self.evaluations_path)
+        write_text_atomically(self.evaluations_path, json.dumps(sorted(self.evaluations)))
 
     def best(self) -> tuple[int, float]:
         """(step, top-1) of the best evaluation, the earliest on ties; (0, -1.0) before any."""

@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from implementations.common import with_project_on_path
 from implementations.torchssl import checkout as vendor
 from implementations.interface import ImageData, TrainConfig
-from implementations.torchssl.adapter import REPO_ROOT, SPLIT_FILE, build_torchssl_args, read_reference_config
+from implementations.torchssl.adapter import SPLIT_FILE, build_torchssl_args, read_reference_config
 
 
 def trace(config: TrainConfig, data: ImageData, labeled_indices: np.ndarray, inputs: dict,
@@ -43,8 +44,7 @@ def trace(config: TrainConfig, data: ImageData, labeled_indices: np.ndarray, inp
             "inputs": str(work_dir / "inputs.pt"), "initial_weights": str(work_dir / "initial_weights.pt"),
             "output": str(work_dir / "torchssl_trace.pt")}
     (work_dir / "parity_spec.json").write_text(json.dumps(spec, indent=2))
-    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": "",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    environment = {**with_project_on_path(os.environ), "PYTHONDONTWRITEBYTECODE": "1", "CUDA_VISIBLE_DEVICES": ""}
     completed = subprocess.run([sys.executable, "-m", "implementations.torchssl.parity_child",
                                 str(work_dir / "parity_spec.json")], cwd=save_path.parent, env=environment,
                                stdin=subprocess.DEVNULL, capture_output=True, text=True)
