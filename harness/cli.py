@@ -94,7 +94,8 @@ def run_command(slurm_config, partition, account, time_minutes, gpus_per_job, cp
     last checkpoint, in the same MLflow run. With --executor slurm each run is a Slurm job that is
     requeued at its time limit or on preemption and resumes from its checkpoint.
     """
-    from harness.runner import GridOptions, run_grid
+    from harness.plan import GridOptions
+    from harness.runner import run_grid
 
     if options["executor"] == "slurm":
         from harness.slurm import SlurmOptions
@@ -113,7 +114,7 @@ def run_command(slurm_config, partition, account, time_minutes, gpus_per_job, cp
 @_store_options(output_dir_help="The --output-dir of `bench run`.")
 def status_command(output_dir: Path, tracking_uri: str | None, experiment: str) -> None:
     """Show each run submitted with `bench run --executor slurm`: Slurm job and state, MLflow status, progress."""
-    from harness.runner import show_status
+    from harness.slurm import show_status
 
     raise SystemExit(show_status(output_dir, experiment, tracking_uri))
 
@@ -123,7 +124,7 @@ def status_command(output_dir: Path, tracking_uri: str | None, experiment: str) 
 def cancel_command(output_dir: Path, tracking_uri: str | None, experiment: str) -> None:
     """Cancel the queued and running Slurm jobs of the runs submitted with `bench run --executor slurm`; each run
     keeps its checkpoint, and the same `bench run` submits it again."""
-    from harness.runner import cancel_jobs
+    from harness.slurm import cancel_jobs
 
     raise SystemExit(cancel_jobs(output_dir, experiment, tracking_uri))
 

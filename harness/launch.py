@@ -1,4 +1,4 @@
-"""How a run's worker process is started, the same for the local scheduler (scheduler in runner.py) and for Slurm
+"""How a run's worker process is started, the same for the local scheduler (scheduler.py) and for Slurm
 jobs (slurm.py): its command, and its environment (the project importable, glibc's malloc keeping freed memory,
 its one GPU or its share of the cores). Also which GPUs the workers of a grid get.
 

@@ -25,12 +25,19 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import click
 import psutil
 import submitit
 
+from harness import tracking
+from harness.console import percent, print_rows
+from harness.grid_runs import GridResult, RunOutcome, end_parent, prepare_run
 from harness.launch import worker_command, worker_environment
+from harness.layout import run_folder, worker_holds
+from harness.plan import GridPlan, PlannedRun
 from implementations.common import write_text_atomically
-from harness.worker import EXIT_FAILED, EXIT_FINISHED, LOG_FILE
+from harness.worker import EXIT_FAILED, EXIT_FINISHED, LOG_FILE, PROGRESS_FILE, SPEC_FILE, hold_run_lock
+from implementations.interface import EVAL_TOP1
 
 JOB_FILE = "slurm_job.json"
 # Slurm states in which a job will still run the worker: submitting its run again would train it twice.
@@ -255,3 +262,111 @@ def _detached_output(detach: bool):
         os.dup2(saved[1], 2)
         for descriptor in (*saved, null):
             os.close(descriptor)
+
+
+# --- a grid's runs as jobs: bench run --executor slurm, bench status, bench cancel ---------------------------
+
+
+def submit_grid(plan: GridPlan, client, experiment_id: str, pending: list[PlannedRun],
+                     outcomes: dict[str, RunOutcome]) -> GridResult:
+    """Submit every pending run as a job (one job array) and return: a run whose job is still queued or
+    running, or whose worker runs here, is left as it is."""
+    options: SlurmOptions = plan.options.slurm
+    to_submit = []
+    touched_parents: set = set()
+    with tracking.store_lock(plan.output_dir):
+        for planned in pending:
+            folder = run_folder(plan.output_dir, plan.options.experiment, planned.run_key)
+            record = JobRecord.load(folder)
+            state = record.state() if record is not None else None
+            if state in LIVE_STATES:
+                outcomes[planned.run_key] = RunOutcome(planned.name, record.run_id, f"{state} (job {record.job_id})")
+                continue
+            run_lock = hold_run_lock(folder)
+            if run_lock is None:
+                outcomes[planned.run_key] = RunOutcome(planned.name, "", "RUNNING (a worker of `bench run` here)")
+                continue
+            run_lock.close()
+            existing = tracking.find_child_run(client, experiment_id, planned.run_key)
+            spec = prepare_run(plan, client, experiment_id, planned, existing, folder, touched_parents, click.echo)
+            to_submit.append((planned, folder, spec))
+        if to_submit:
+            jobs_folder = plan.output_dir / "slurm" / "%j"
+            jobs = submit(options, jobs_folder, [Path(spec.work_dir) / SPEC_FILE for _, _, spec in to_submit],
+                                job_name=plan.options.experiment)
+            for (planned, folder, spec), job in zip(to_submit, jobs):
+                JobRecord(str(job.job_id), options.cluster, str(jobs_folder), spec.run_id).save(folder)
+                client.update_run(spec.run_id, status="SCHEDULED")
+                outcomes[planned.run_key] = RunOutcome(planned.name, spec.run_id, f"SUBMITTED (job {job.job_id})")
+    outcomes_in_order = [outcomes[run.run_key] for run in plan.runs]
+    rows = [("run", "state", "MLflow run id")] + [(outcome.name, "FINISHED (earlier)" if outcome.previously_finished
+                                                   else outcome.status, outcome.run_id) for outcome in outcomes_in_order]
+    print_rows(rows)
+    click.echo(f"\n{len(to_submit)} job(s) submitted. Watch them: `bench status --output-dir {plan.output_dir}`; "
+               f"stop them: `bench cancel --output-dir {plan.output_dir}`. The same command again submits only what is "
+               "neither queued, running nor finished.")
+    return GridResult(outcomes_in_order, interrupted=False, submitted=True)
+
+
+def _submitted_runs(output_dir: Path, experiment: str, tracking_uri: str | None):
+    """(run folder, job record, MLflow run or None) of every run of the experiment submitted as a job."""
+    folder = Path(output_dir) / tracking.safe_folder_name(experiment)
+    records = [(path.parent, JobRecord.load(path.parent)) for path in sorted(folder.glob(f"*/{JOB_FILE}"))]
+    if not records:
+        raise click.ClickException(f"No run of experiment '{experiment}' under {output_dir} was submitted to Slurm; "
+                                   "submit with `bench run --executor slurm …`.")
+    client = tracking.resolve_store(output_dir, tracking_uri).client()
+    runs = []
+    for run_folder_path, record in records:
+        try:
+            run = client.get_run(record.run_id) if record else None
+        except Exception:  # deleted or unreachable: the job's state still shows
+            run = None
+        runs.append((run_folder_path, record, run))
+    return runs
+
+
+def show_status(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:
+    """`bench status`: each submitted run's state in Slurm and in MLflow, and its last iteration. A parent run whose
+    children have all ended is ended too (no runner stays to do it for jobs)."""
+    client = tracking.resolve_store(output_dir, tracking_uri).client()
+    submitted = []
+    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+        state = record.state() if record is not None else "?"
+        if run is not None and run.info.status in ("RUNNING", "SCHEDULED") and state not in LIVE_STATES \
+                and not worker_holds(folder):  # the job is over and no worker holds the run: it was killed
+            tracking.end_run_with_error(
+                client, run.info.run_id, "KILLED",
+                f"its Slurm job {record.job_id} ended ({state}) without ending the run; the same `bench run "
+                "--executor slurm` submits it again, and it resumes from its last checkpoint")
+            run = client.get_run(run.info.run_id)
+        submitted.append((folder, record, run, state))
+    for parent in {run.data.tags.get("mlflow.parentRunId") for _, _, run, _ in submitted if run is not None} - {None}:
+        end_parent(client, client.get_run(parent).info.experiment_id, parent)
+    rows = [("run", "Slurm job", "job state", "MLflow", "iteration", "top-1")]
+    for folder, record, run, state in submitted:
+        progress = {}
+        if record is not None:
+            try:
+                progress = json.loads((folder / record.run_id / PROGRESS_FILE).read_text())
+            except (OSError, ValueError):
+                pass
+        top1 = run.data.metrics.get(EVAL_TOP1) if run is not None else None
+        rows.append((run.info.run_name if run is not None else folder.name, record.job_id if record else "?",
+                     state, run.info.status if run is not None else "not in MLflow",
+                     f"{progress.get('iteration', 0)}/{progress.get('total', '?')}", percent(top1)))
+    print_rows(rows)
+    return 0
+
+
+def cancel_jobs(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:
+    """`bench cancel`: cancel every queued or running job of the experiment's submitted runs; each run keeps its
+    checkpoint, and `bench run --executor slurm` with the same options submits it again."""
+    cancelled = 0
+    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+        if record is not None and record.state() in LIVE_STATES:
+            record.cancel()
+            cancelled += 1
+            click.echo(f"cancelled job {record.job_id} ({run.info.run_name if run is not None else folder.name})")
+    click.echo(f"{cancelled} job(s) cancelled.")
+    return 0

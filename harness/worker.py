@@ -1,6 +1,6 @@
 """One run of the grid, in a process of its own: `python -m harness.worker <spec.json>`.
 
-The runner (harness/runner.py) writes a `RunSpec` into the run's work dir and starts this entry
+The runner (harness/grid_runs.py, for the local scheduler or a Slurm job) writes a `RunSpec` into the run's work dir and starts this entry
 point; the same spec file could be shipped to a cluster node. The worker loads the data and the
 split, starts the run's MLflow run (already created by the runner, found again on resume), records
 code version, environment and split, trains through `implementation(impl).train`, and ends the

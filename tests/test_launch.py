@@ -9,7 +9,7 @@ import pytest
 
 from harness.launch import KEEP_FREED_MEMORY_TUNABLES, GpuChoiceError, GpuSlots, grid_gpus, worker_environment
 from implementations.common import PROJECT_ROOT
-from harness.runner import _gpu_words
+from harness.console import _gpu_words
 
 
 def test_workers_get_the_gpus_the_parent_was_given_not_the_first_ones_of_the_machine():

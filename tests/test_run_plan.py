@@ -1,6 +1,6 @@
 """`bench run`'s plan: the resolved configuration of every planned run, and which runs are the same run."""
 
-from harness.runner import GridOptions, plan_grid
+from harness.plan import GridOptions, plan_grid
 from implementations.ledger import TORCHSSL_CHOICES
 from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
 
@@ -49,18 +49,18 @@ def test_own_as_torchssl_runs_with_every_ledger_switch_at_torchssls_value(tmp_pa
 
 
 def test_a_torn_split_file_in_the_output_dir_is_written_anew_from_the_plan(tmp_path, monkeypatch):
-    from harness.runner import _save_splits, split_path
+    from harness.layout import save_splits, split_path
     from harness.splits import LabelSplit
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     plan = plan_grid(GridOptions(labels="40", seeds="0", preset="smoke", data_dir=SUBSET_DIR, device="cpu",
                                  output_dir=tmp_path / "runs"))
     (run,) = plan.runs
-    _save_splits(plan)
+    save_splits(plan)
     stem = split_path(plan.output_dir, run.split)
     npy = stem.with_name(stem.name + ".npy")
     npy.write_bytes(npy.read_bytes()[:40])  # torn by a kill or a full disk
-    _save_splits(plan)
+    save_splits(plan)
     assert LabelSplit.load(stem).digest == run.split.digest
 
 
