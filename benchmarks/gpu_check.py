@@ -265,7 +265,8 @@ def gpu_tests(data_dir: Path) -> bool:
     finished = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py",
                                "tests/test_augment_batched.py", "-k", "cuda or gpu or synchronise"],
                               cwd=REPO_ROOT, capture_output=True, text=True,
-                              env={**worker_environment(os.environ), "SSL_BENCH_SUBSET_DIR": str(data_dir.resolve())})
+                              env={**worker_environment(os.environ), "SSL_BENCH_SUBSET_DIR": str(data_dir.resolve()),
+                                   "SSL_BENCH_GPU_TESTS": "1"})
     summary = (finished.stdout.strip().splitlines() or ["(no output)"])[-1]
     say(f"GPU-only tests: {summary}")
     if finished.returncode != 0:

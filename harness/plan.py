@@ -114,6 +114,38 @@ def _reject_duplicates(values: list, option: str) -> None:
 
 def plan_grid(options: GridOptions) -> GridPlan:
     """Check everything and draw the splits; writes nothing."""
+    impls, algorithms, label_counts, seeds = _grid_lists(options)
+    gpu_ids = _grid_gpus(options)
+    max_parallel = options.max_parallel or max(1, len(gpu_ids))
+    _refuse_the_paper_preset_on_an_unasked_cpu(options, gpu_ids)
+    store = _reachable_store(options)
+    from harness.data import DataError, load_cifar10
+
+    try:
+        data = load_cifar10(options.data_dir, download=options.download)
+    except DataError as error:
+        raise click.ClickException(sentence(error)) from None
+    splits = _draw_splits(data, Path(options.data_dir), label_counts, seeds)
+    missing = {(impl, algorithm) for impl in impls for algorithm in algorithms
+               if algorithm not in implementation(impl).algorithms()}
+    if len(missing) == len(impls) * len(algorithms):
+        raise click.UsageError(f"--impl {options.impl} has none of --algorithm {options.algorithm}; "
+                               + _missing_text(missing))
+    runs = _planned_runs(options, splits, impls, algorithms, missing, data.num_classes)
+    for impl in impls:
+        try:
+            implementation(impl).check_ready()
+        except ImplementationNotReady as error:
+            raise click.ClickException(str(error)) from None
+    if options.executor == "local":  # a Slurm job's device is not this machine's
+        _confirm_duration(options, runs, max_parallel, gpu_ids)
+    return GridPlan(options=options, runs=tuple(runs), data=data, store=store, not_implemented=_missing_text(missing),
+                    output_dir=Path(options.output_dir).resolve(), data_dir=Path(options.data_dir).resolve(),
+                    max_parallel=max_parallel, gpu_ids=gpu_ids)
+
+
+def _grid_lists(options: GridOptions) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...], tuple[int, ...]]:
+    """The grid's implementations, algorithms, label counts and seeds, each checked; the numeric options too."""
     impls = parse_name_list(options.impl, "--impl")
     for impl in impls:
         if impl not in implementation_names():
@@ -137,11 +169,10 @@ def plan_grid(options: GridOptions) -> GridPlan:
     for labels in label_counts:
         if labels <= 0:
             raise click.UsageError(f"--labels {labels} is not a positive number of labels.")
+    return impls, algorithms, label_counts, seeds
 
-    gpu_ids = _grid_gpus(options)
-    max_parallel = options.max_parallel or max(1, len(gpu_ids))
-    _refuse_the_paper_preset_on_an_unasked_cpu(options, gpu_ids)
 
+def _reachable_store(options: GridOptions) -> tracking.TrackingStore:
     _check_output_dir(Path(options.output_dir))
     store = tracking.resolve_store(options.output_dir, options.tracking_uri)
     if options.executor == "slurm" and not store.is_server and not options.allow_sqlite:
@@ -155,48 +186,30 @@ def plan_grid(options: GridOptions) -> GridPlan:
         tracking.check_reachable(store)
     except tracking.TrackingError as error:
         raise click.ClickException(str(error)) from None
+    return store
 
-    from harness.data import DataError, load_cifar10
 
-    try:
-        data = load_cifar10(options.data_dir, download=options.download)
-    except DataError as error:
-        raise click.ClickException(sentence(error)) from None
-    splits = _draw_splits(data, Path(options.data_dir), label_counts, seeds)
-
+def _planned_runs(options: GridOptions, splits: dict, impls, algorithms, missing: set, num_classes: int
+                  ) -> list[PlannedRun]:
+    """Every (labels, seed, algorithm, implementation) run, each configured by its implementation, on its split."""
     runs = []
-    missing = {(impl, algorithm) for impl in impls for algorithm in algorithms
-               if algorithm not in implementation(impl).algorithms()}
-    if len(missing) == len(impls) * len(algorithms):
-        raise click.UsageError(f"--impl {options.impl} has none of --algorithm {options.algorithm}; "
-                               + _missing_text(missing))
-    for labels in label_counts:
-        for seed in seeds:
-            preset_config = resolve_preset(options.preset, iterations=options.iterations,
-                                           eval_interval=options.eval_interval, device=options.device, seed=seed,
-                                           precision=options.precision, channels_last=options.channels_last,
-                                           compile=options.compile, augmentation=options.augmentation,
-                                           compile_augmentation=options.compile_augmentation)
-            split = splits[labels, seed]  # the same for every algorithm and implementation
-            for algorithm in algorithms:
-                config = for_algorithm(preset_config, algorithm)
-                for impl in (impl for impl in impls if (impl, algorithm) not in missing):
-                    impl_config = implementation(impl).configure(config)
-                    reason = implementation(impl).refusal(impl_config, labels, data.num_classes)
-                    if reason:
-                        raise click.UsageError(reason)
-                    runs.append(PlannedRun(impl, labels, seed, impl_config, split,
-                                           run_key(impl, labels, seed, impl_config, split.digest)))
-    for impl in impls:
-        try:
-            implementation(impl).check_ready()
-        except ImplementationNotReady as error:
-            raise click.ClickException(str(error)) from None
-    if options.executor == "local":  # a Slurm job's device is not this machine's
-        _confirm_duration(options, runs, max_parallel, gpu_ids)
-    return GridPlan(options=options, runs=tuple(runs), data=data, store=store, not_implemented=_missing_text(missing),
-                    output_dir=Path(options.output_dir).resolve(), data_dir=Path(options.data_dir).resolve(),
-                    max_parallel=max_parallel, gpu_ids=gpu_ids)
+    for labels, seed in splits:
+        preset_config = resolve_preset(options.preset, iterations=options.iterations,
+                                       eval_interval=options.eval_interval, device=options.device, seed=seed,
+                                       precision=options.precision, channels_last=options.channels_last,
+                                       compile=options.compile, augmentation=options.augmentation,
+                                       compile_augmentation=options.compile_augmentation)
+        split = splits[labels, seed]  # the same for every algorithm and implementation
+        for algorithm in algorithms:
+            config = for_algorithm(preset_config, algorithm)
+            for impl in (impl for impl in impls if (impl, algorithm) not in missing):
+                impl_config = implementation(impl).configure(config)
+                reason = implementation(impl).refusal(impl_config, labels, num_classes)
+                if reason:
+                    raise click.UsageError(reason)
+                runs.append(PlannedRun(impl, labels, seed, impl_config, split,
+                                       run_key(impl, labels, seed, impl_config, split.digest)))
+    return runs
 
 
 def _missing_text(missing: set[tuple[str, str]]) -> str:

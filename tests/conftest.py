@@ -5,6 +5,9 @@ the pinned checkout is synced from it once, before any test runs, so that no Tor
 want of it. A failed sync fails the session; without the bundle, an existing checkout is used, and the
 TorchSSL tests skip with the reason only when there is neither.
 
+On a GPU machine the suite hides the GPUs (CUDA_VISIBLE_DEVICES="") unless SSL_BENCH_GPU_TESTS=1, which is how
+the GPU tests are run (benchmarks/gpu_check.py).
+
 The suite runs test files on two processes at once (pytest-xdist, `-n 2 --dist loadfile`): each then gets its
 share of the cores for torch's threads, in its own process and in the `bench` processes it starts, unless
 OMP_NUM_THREADS is set already.
@@ -28,6 +31,14 @@ def _share_the_cores_between_test_processes() -> None:
 
 
 _share_the_cores_between_test_processes()  # before anything imports torch
+
+# The suite checks what a CPU run computes, on any machine: on a GPU machine it hides the GPUs from itself and from
+# every process it starts, so that no assertion depends on what hardware the suite happens to find. The GPU tests
+# (tests/test_gpu.py and the CUDA cases elsewhere) run with SSL_BENCH_GPU_TESTS=1, as benchmarks/gpu_check.py runs
+# them; they skip where no GPU is visible.
+GPU_TESTS_VARIABLE = "SSL_BENCH_GPU_TESTS"
+if os.environ.get(GPU_TESTS_VARIABLE) != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

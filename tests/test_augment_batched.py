@@ -316,7 +316,7 @@ def test_a_round_reads_no_tensor_values_on_the_host(recipe):
     assert augment_batched.normalize(out, recipe.normalization).shape == (8, 3, 32, 32)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: no GPU visible (SSL_BENCH_GPU_TESTS=1 shows it)")
 @both_recipes
 def test_strong_augment_on_cuda_does_not_synchronise_and_matches_cpu_ops(recipe):
     images = batch_of(cifar_images(64)).cuda()

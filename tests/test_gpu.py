@@ -13,7 +13,8 @@ from implementations.own.batches import TrainingBatches
 from implementations.own.methods import OWN_ALGORITHMS
 from implementations.own.trainer import OwnTraining, TrainingSignals
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: no GPU here")
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: no GPU visible (the suite hides "
+                                "GPUs unless SSL_BENCH_GPU_TESTS=1; benchmarks/gpu_check.py runs these)")
 
 SMALL = TrainConfig(preset="test", iterations=100, labeled_batch_size=8, unlabeled_ratio=2, depth=10, widen_factor=1,
                     device="cuda", precision="bf16")

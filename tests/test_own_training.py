@@ -217,7 +217,8 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_matrix_units(tmp_pat
     expected = torch.bfloat16 if "amx_bf16" in Path("/proc/cpuinfo").read_text().split() else None  # the CPU's flags
     assert autocast_dtype("auto", cpu) is expected
     assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("fp32", cpu) is None
-    run = OwnTrainer().train(run_inputs(TINY.replace(precision="auto", iterations=2), tmp_path), RecordingSink())
+    run = OwnTrainer().train(run_inputs(TINY.replace(precision="auto", iterations=2, device="cpu"), tmp_path),
+                             RecordingSink())
     assert run.extra["autocast_dtype"] == ("bfloat16" if expected else "float32")
 
 
@@ -248,5 +249,5 @@ def test_evaluation_runs_with_tf32_off_and_restores_the_training_settings_after(
 
 
 def test_every_run_records_the_tf32_settings_of_its_training_and_its_evaluation(tmp_path):
-    result = OwnTrainer().train(run_inputs(TINY.replace(iterations=2), tmp_path), RecordingSink())
+    result = OwnTrainer().train(run_inputs(TINY.replace(iterations=2, device="cpu"), tmp_path), RecordingSink())
     assert result.extra["tf32_training"] == result.extra["tf32_evaluation"] == "none (not a CUDA device)"  # a CPU run
