@@ -233,7 +233,44 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
     events = ProgressEvents(events_stream, config.iterations, Path(spec.work_dir) / PROGRESS_FILE)
     print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at {_now()}", file=sys.stderr,
           flush=True)
+    client = _tracking_client(spec)
+    attempt = _Attempt()
+    signal.signal(signal.SIGTERM, events.stop)
+    signal.signal(signal.SIGINT, events.stop)
+    try:
+        attempt.result = _train(spec, config, client, events, attempt)
+        attempt.status = "FINISHED"
+    except (Stopped, Exception) as error:
+        attempt.status, attempt.message = _failure(error, events)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _end_mlflow_run(client, spec, attempt)
+        wall_seconds = time.monotonic() - started
+        print(f"--- worker ended {attempt.status} at {_now()} after {wall_seconds:.1f} s"
+              f"{': ' + attempt.message if attempt.message else ''}", file=sys.stderr, flush=True)
+    events.send("finished", **attempt.finished_event(wall_seconds))
+    return {"FINISHED": EXIT_FINISHED, "FAILED": EXIT_FAILED}.get(attempt.status, EXIT_KILLED)
 
+
+@dataclass
+class _Attempt:
+    """How this attempt at the run went: FINISHED, FAILED or KILLED, why, and what training returned."""
+
+    status: str = "FAILED"
+    message: str = ""
+    result: object = None  # implementations.interface.RunResult, when training returned
+    run_started: bool = False  # the MLflow run was started in this process (mlflow.start_run)
+
+    def finished_event(self, wall_seconds: float) -> dict:
+        finished = {"status": self.status, "message": self.message, "wall_seconds": wall_seconds}
+        if self.result is not None:
+            finished.update(iterations=self.result.iterations, best_top1=self.result.best_top1,
+                            final_top1=self.result.final_metrics.get(names.EVAL_TOP1))
+        return finished
+
+
+def _tracking_client(spec: RunSpec):
     import mlflow
 
     from harness import tracking
@@ -243,62 +280,62 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     mlflow.set_tracking_uri(spec.tracking_uri)
-    client = tracking.LockRetryingClient(spec.tracking_uri)
-    status, message, result = "FAILED", "", None
-    run_started = False
-    signal.signal(signal.SIGTERM, events.stop)
-    signal.signal(signal.SIGINT, events.stop)
+    return tracking.LockRetryingClient(spec.tracking_uri)
+
+
+def _train(spec: RunSpec, config: TrainConfig, client, events: ProgressEvents, attempt: _Attempt):
+    """Start (or resume) the run's MLflow run, record what its numbers depend on, train, record the result."""
+    import mlflow
+
+    from harness import tracking
+    from implementations import implementation
+
+    tracking.configure_system_metrics()
+    run = client.get_run(spec.run_id)
+    events.latest_top1 = run.data.metrics.get(names.EVAL_TOP1)  # a resumed run's last evaluation
+    tracking.clear_error(client, run)
+    tracking.retry_while_locked(lambda: mlflow.start_run(run_id=spec.run_id, log_system_metrics=True))
+    attempt.run_started = True
+    events.send("started", run_id=spec.run_id, pid=os.getpid())
+
+    inputs, split = _load_inputs(spec, config)
+    _record_run_facts(client, spec, config, inputs, split)
+    sink = tracking.MlflowMetricsSink(client, spec.run_id, inputs.data.class_names,
+                                      Path(spec.work_dir) / JOURNAL_FILE, listener=events)
+    result = implementation(spec.impl).train(inputs, sink)
+    sink.flush()
+    _record_result(client, spec, inputs, result)
+    return result
+
+
+def _failure(error: BaseException, events: ProgressEvents) -> tuple[str, str]:
+    """The status and message of an attempt that raised; called inside its `except`."""
+    from harness import tracking
+
+    if isinstance(error, Stopped):
+        return "KILLED", events.stopped_message(error)
+    if isinstance(error, NonFiniteLossError):
+        return "FAILED", f"non-finite loss: {error}"
+    if isinstance(error, (CheckpointError, tracking.TrackingError)):  # the message says what happened and what to do
+        return "FAILED", str(error)
+    traceback.print_exc(file=sys.stderr)
+    return "FAILED", f"{type(error).__name__}: {error}"
+
+
+def _end_mlflow_run(client, spec: RunSpec, attempt: _Attempt) -> None:
+    import mlflow
+
+    from harness import tracking
+
     try:
-        tracking.configure_system_metrics()
-        run = client.get_run(spec.run_id)
-        events.latest_top1 = run.data.metrics.get(names.EVAL_TOP1)  # a resumed run's last evaluation
-        tracking.clear_error(client, run)
-        tracking.retry_while_locked(lambda: mlflow.start_run(run_id=spec.run_id, log_system_metrics=True))
-        run_started = True
-        events.send("started", run_id=spec.run_id, pid=os.getpid())
-
-        inputs, split = _load_inputs(spec, config)
-        _record_run_facts(client, spec, config, inputs, split)
-        sink = tracking.MlflowMetricsSink(client, spec.run_id, inputs.data.class_names,
-                                          Path(spec.work_dir) / JOURNAL_FILE, listener=events)
-
-        from implementations import implementation
-
-        result = implementation(spec.impl).train(inputs, sink)
-        sink.flush()
-        _record_result(client, spec, inputs, result)
-        status = "FINISHED"
-    except Stopped as stop:
-        status, message = "KILLED", events.stopped_message(stop)
-    except NonFiniteLossError as error:
-        status, message = "FAILED", f"non-finite loss: {error}"
-    except (CheckpointError, tracking.TrackingError) as error:  # the message says what happened and what to do
-        status, message = "FAILED", str(error)
-    except Exception as error:
-        traceback.print_exc(file=sys.stderr)
-        status, message = "FAILED", f"{type(error).__name__}: {error}"
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            if status != "FINISHED":
-                tracking.record_error(client, spec.run_id, status, message)
-            if run_started:
-                tracking.retry_while_locked(lambda: mlflow.end_run(status))  # also stops the system metrics thread
-            else:
-                client.set_terminated(spec.run_id, status)
-        except Exception as error:  # the store itself failed: the runner marks the run from outside
-            print(f"--- could not end the MLflow run: {error}", file=sys.stderr, flush=True)
-        wall_seconds = time.monotonic() - started
-        print(f"--- worker ended {status} at {_now()} after {wall_seconds:.1f} s{': ' + message if message else ''}",
-              file=sys.stderr, flush=True)
-
-    finished = {"status": status, "message": message, "wall_seconds": wall_seconds}
-    if result is not None:
-        finished.update(iterations=result.iterations, best_top1=result.best_top1,
-                        final_top1=result.final_metrics.get(names.EVAL_TOP1))
-    events.send("finished", **finished)
-    return {"FINISHED": EXIT_FINISHED, "FAILED": EXIT_FAILED}.get(status, EXIT_KILLED)
+        if attempt.status != "FINISHED":
+            tracking.record_error(client, spec.run_id, attempt.status, attempt.message)
+        if attempt.run_started:
+            tracking.retry_while_locked(lambda: mlflow.end_run(attempt.status))  # also stops the system metrics
+        else:
+            client.set_terminated(spec.run_id, attempt.status)
+    except Exception as error:  # the store itself failed: the runner marks the run from outside
+        print(f"--- could not end the MLflow run: {error}", file=sys.stderr, flush=True)
 
 
 def _now() -> str:

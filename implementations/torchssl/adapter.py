@@ -227,81 +227,95 @@ class TorchSSLImplementation:
         return seconds_per_iteration(config, data, labeled_indices)
 
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult:
-        from implementations.tf32 import tf32_in_force
-
         checkout = self.checkout or vendor.verify_checkout()
-        config = run.config
-        num_labels = len(run.labeled_indices)
-        reason = unsupported_reason(config, num_labels, run.data.num_classes)
+        reason = self.refusal(run.config, len(run.labeled_indices), run.data.num_classes)
         if reason:
             raise ValueError(reason)
-        device = resolve_device(config.device)
+        device = resolve_device(run.config.device)
         device = "cuda:0" if device == "cuda" else device
-        on_cpu = device == "cpu"
-
-        algorithm = TORCHSSL_ALGORITHMS[config.algorithm]
         save_dir = Path(run.work_dir).resolve() / "torchssl"
-        save_path = save_dir / f"{algorithm.script}_cifar10_{num_labels}_{config.seed}"
-        save_path.mkdir(parents=True, exist_ok=True)
-        checkpoint = save_path / CHECKPOINT_NAME
-        if checkpoint.exists():
-            _check_readable(checkpoint, Path(run.work_dir))
-        reference = read_reference_config(checkout.path, algorithm.script, num_labels)
-        args = build_torchssl_args(
-            reference, config, num_labels=num_labels, num_classes=run.data.num_classes,
-            save_dir=save_dir, save_name=save_path.name, gpu=0 if on_cpu else int(device.partition(":")[2] or 0),
-            # 2 CPU cores train; loader workers would only compete with them. On a GPU, TorchSSL's own count.
-            num_workers=0 if on_cpu else int(reference.get("num_workers", 1)),
-            load_path=checkpoint if checkpoint.exists() else None,
-        )
-        # TorchSSL loads this file instead of drawing labels (its sample_labeled_data).
-        np.save(save_path / SPLIT_FILE, np.asarray(run.labeled_indices, dtype=np.int64))
-
+        args = _prepare_save_folder(run, checkout, save_dir, device)
         stream = _ChildStream(save_dir / EVALUATIONS_FILE, sink)
         with _image_arrays(run, save_dir / "arrays") as arrays:
-            stream.run({
-                "checkout": str(checkout.path),
-                "algorithm": config.algorithm,
-                "torchssl_args": args,
-                "arrays": arrays,
-                "labeled_indices": str(save_path / SPLIT_FILE),
-                "class_names": list(run.data.class_names),
-                "log_interval": config.log_interval,
-                "checkpoint_interval": config.checkpoint_interval,
-                "checkpoint_minutes": config.checkpoint_minutes,
-                "checkpoint_name": CHECKPOINT_NAME,
-                "emulate_cuda": on_cpu,
-            }, save_dir)
-
+            stream.run(_child_spec(run, checkout, args, arrays, emulate_cuda=device == "cpu"), save_dir)
         after = vendor.inspect_checkout(checkout.path) if self.checkout is None else checkout
-        result = stream.result
-        best_iteration, best_top1 = stream.best()
-        return RunResult(
-            iterations=int(result["iterations"]),
-            final_metrics=dict(result["final_metrics"]),
-            best_top1=best_top1,
-            best_iteration=best_iteration,
-            confusion_matrix=np.asarray(result["confusion"], dtype=np.int64),
-            extra={
-                # provenance() recorded the checkout as the run started; a tree changed while it ran says so here
-                **({} if after.clean and after.commit == checkout.commit else {"torchssl_tree_clean": "false"}),
-                "torchssl_cuda_emulated_on_cpu": str(on_cpu).lower(),
-                "torchssl_resumed_from": str(result["start_iteration"]),
-                "torchssl_script": f"{algorithm.script}.py",
-                # What its checkpoint leaves out ("" when nothing beyond the data order and random state).
-                "torchssl_resume_gap": algorithm.resume_gap or "",
-                # TorchSSL's own best (of its in-loop evaluations since the last start; `it` is 0-based).
-                "torchssl_best_acc": result["torchssl_return"].get("eval/best_acc"),
-                "torchssl_best_it": int(result["torchssl_return"].get("eval/best_it", -1)),
-                "device": device,
-                # TorchSSL trains and evaluates with PyTorch's defaults, which this process has too (tf32.py).
-                "tf32_training": tf32_in_force(device), "tf32_evaluation": tf32_in_force(device),
-                # The arguments it ran with become MLflow params, which never change within a run: whether
-                # this execution resumed is a fact of the execution (torchssl_resumed_from), not an argument.
-                **{f"torchssl.{key}": value for key, value in sorted(args.items()) if key not in PER_EXECUTION_ARGS},
-                **{f"torchssl_fixed.{key}": value for key, value in TORCHSSL_FIXED.items()},
-            },
-        )
+        # provenance() recorded the checkout as the run started; a tree changed while it ran says so here
+        changed = {} if after.clean and after.commit == checkout.commit else {"torchssl_tree_clean": "false"}
+        return _run_result(stream, run.config, args, device, changed)
+
+
+def _prepare_save_folder(run: RunInputs, checkout: vendor.VendorInfo, save_dir: Path, device: str) -> dict:
+    """TorchSSL's folder for the run, with our split in it, and its arguments: its own command line's, with ours on
+    top, resuming from the checkpoint there when one is (refused in one sentence when it cannot be read)."""
+    config, num_labels = run.config, len(run.labeled_indices)
+    script = TORCHSSL_ALGORITHMS[config.algorithm].script
+    save_path = save_dir / f"{script}_cifar10_{num_labels}_{config.seed}"
+    save_path.mkdir(parents=True, exist_ok=True)
+    checkpoint = save_path / CHECKPOINT_NAME
+    if checkpoint.exists():
+        _check_readable(checkpoint, Path(run.work_dir))
+    reference = read_reference_config(checkout.path, script, num_labels)
+    on_cpu = device == "cpu"
+    args = build_torchssl_args(
+        reference, config, num_labels=num_labels, num_classes=run.data.num_classes,
+        save_dir=save_dir, save_name=save_path.name, gpu=0 if on_cpu else int(device.partition(":")[2] or 0),
+        # 2 CPU cores train; loader workers would only compete with them. On a GPU, TorchSSL's own count.
+        num_workers=0 if on_cpu else int(reference.get("num_workers", 1)),
+        load_path=checkpoint if checkpoint.exists() else None,
+    )
+    # TorchSSL loads this file instead of drawing labels (its sample_labeled_data).
+    np.save(save_path / SPLIT_FILE, np.asarray(run.labeled_indices, dtype=np.int64))
+    return args
+
+
+def _child_spec(run: RunInputs, checkout: vendor.VendorInfo, args: dict, arrays: dict, emulate_cuda: bool) -> dict:
+    config = run.config
+    return {
+        "checkout": str(checkout.path),
+        "algorithm": config.algorithm,
+        "torchssl_args": args,
+        "arrays": arrays,
+        "labeled_indices": str(Path(args["save_dir"]) / args["save_name"] / SPLIT_FILE),
+        "class_names": list(run.data.class_names),
+        "log_interval": config.log_interval,
+        "checkpoint_interval": config.checkpoint_interval,
+        "checkpoint_minutes": config.checkpoint_minutes,
+        "checkpoint_name": CHECKPOINT_NAME,
+        "emulate_cuda": emulate_cuda,
+    }
+
+
+def _run_result(stream: _ChildStream, config: TrainConfig, args: dict, device: str, changed: dict) -> RunResult:
+    from implementations.tf32 import tf32_in_force
+
+    result = stream.result
+    algorithm = TORCHSSL_ALGORITHMS[config.algorithm]
+    best_iteration, best_top1 = stream.best()
+    return RunResult(
+        iterations=int(result["iterations"]),
+        final_metrics=dict(result["final_metrics"]),
+        best_top1=best_top1,
+        best_iteration=best_iteration,
+        confusion_matrix=np.asarray(result["confusion"], dtype=np.int64),
+        extra={
+            **changed,
+            "torchssl_cuda_emulated_on_cpu": str(device == "cpu").lower(),
+            "torchssl_resumed_from": str(result["start_iteration"]),
+            "torchssl_script": f"{algorithm.script}.py",
+            # What its checkpoint leaves out ("" when nothing beyond the data order and random state).
+            "torchssl_resume_gap": algorithm.resume_gap or "",
+            # TorchSSL's own best (of its in-loop evaluations since the last start; `it` is 0-based).
+            "torchssl_best_acc": result["torchssl_return"].get("eval/best_acc"),
+            "torchssl_best_it": int(result["torchssl_return"].get("eval/best_it", -1)),
+            "device": device,
+            # TorchSSL trains and evaluates with PyTorch's defaults, which this process has too (tf32.py).
+            "tf32_training": tf32_in_force(device), "tf32_evaluation": tf32_in_force(device),
+            # The arguments it ran with become MLflow params, which never change within a run: whether
+            # this execution resumed is a fact of the execution (torchssl_resumed_from), not an argument.
+            **{f"torchssl.{key}": value for key, value in sorted(args.items()) if key not in PER_EXECUTION_ARGS},
+            **{f"torchssl_fixed.{key}": value for key, value in TORCHSSL_FIXED.items()},
+        },
+    )
 
 
 def _check_readable(checkpoint: Path, work_dir: Path) -> None:

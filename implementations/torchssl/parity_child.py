@@ -42,10 +42,18 @@ class StepRecorder:
 
 
 def install_hooks(spec: dict, recorder: StepRecorder) -> None:
+    """Wrap TorchSSL's FixMatch from outside (see the module docstring); its code is not changed."""
     import models.fixmatch.fixmatch as fixmatch_model
     import train_utils
 
-    fixmatch_class = fixmatch_model.FixMatch
+    serve_own_weights_and_batches(spec, recorder, fixmatch_model.FixMatch)
+    record_losses(recorder, fixmatch_model)
+    record_total_loss(recorder)
+    record_iteration_end(recorder, train_utils.EMA)
+
+
+def serve_own_weights_and_batches(spec: dict, recorder: StepRecorder, fixmatch_class) -> None:
+    """When `train` starts: own's initial weights replace TorchSSL's, own's batches its loaders."""
     original_train = fixmatch_class.train
 
     @functools.wraps(original_train)
@@ -72,6 +80,9 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
 
     fixmatch_class.train = train
 
+
+def record_losses(recorder: StepRecorder, fixmatch_model) -> None:
+    """The logits and losses as TorchSSL's `ce_loss` and `consistency_loss` compute them."""
     original_ce_loss = fixmatch_model.ce_loss  # in this module only the supervised loss uses it
 
     @functools.wraps(original_ce_loss)
@@ -96,6 +107,8 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
 
     fixmatch_model.consistency_loss = consistency_loss
 
+
+def record_total_loss(recorder: StepRecorder) -> None:
     original_backward = torch.Tensor.backward
 
     @functools.wraps(original_backward)
@@ -105,7 +118,10 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
 
     torch.Tensor.backward = backward
 
-    original_update = train_utils.EMA.update
+
+def record_iteration_end(recorder: StepRecorder, ema_class) -> None:
+    """At `EMA.update`, the end of an iteration: gradients, weights, EMA weights and buffers."""
+    original_update = ema_class.update
 
     @functools.wraps(original_update)
     def update(self):
@@ -121,7 +137,7 @@ def install_hooks(spec: dict, recorder: StepRecorder) -> None:
         recorder.steps.append(step)
         recorder.current = {}
 
-    train_utils.EMA.update = update
+    ema_class.update = update
 
 
 def main(argv: list[str]) -> int:
