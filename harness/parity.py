@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from implementations.common import sentence
 from implementations.interface import TrainConfig
 
 # fp32 tolerance, relative to each tensor's largest magnitude: same operations in another order (NCHW vs
@@ -97,12 +98,12 @@ def run_parity(options: ParityOptions) -> int:
     try:
         vendor.verify_checkout()
     except vendor.VendorError as error:
-        raise click.ClickException(f"{_sentence(error)} The parity check runs TorchSSL's own code.") from None
+        raise click.ClickException(f"{sentence(error)} The parity check runs TorchSSL's own code.") from None
     try:
         data = load_cifar10(options.data_dir)
         split = draw_split(data.train_labels, options.labels, options.seed, data.num_classes, data.identity)
     except (DataError, SplitError) as error:
-        raise click.ClickException(_sentence(error)) from None
+        raise click.ClickException(sentence(error)) from None
 
     batches = own_parity.fixed_batches(data, split.labeled_indices, config, options.steps)
     config = config.replace(threshold=own_parity.threshold_between_confidences(config, data.num_classes, batches[0]))
@@ -127,11 +128,6 @@ def run_parity(options: ParityOptions) -> int:
     click.echo(f"PASS: own-as-torchssl computes TorchSSL's FixMatch iteration: every difference within the fp32 "
                f"tolerance (relative {RELATIVE_TOLERANCE:g}; mask and pseudo-labels exactly).")
     return 0
-
-
-def _sentence(error: Exception) -> str:
-    text = str(error).strip()
-    return text[0].upper() + text[1:] if text else type(error).__name__
 
 
 def _header(options: ParityOptions, config: TrainConfig, data) -> str:

@@ -17,6 +17,7 @@ from harness import tracking
 from harness.launch import GpuChoiceError, grid_gpus, visible_gpu_count, why_no_gpu
 from harness.presets import PRESETS, resolve_preset
 from implementations import implementation, implementation_names
+from implementations.common import sentence
 from implementations.interface import ALGORITHMS, ImageData, ImplementationNotReady, TrainConfig, for_algorithm
 
 
@@ -261,11 +262,6 @@ def _confirm_duration(options: GridOptions, runs: list[PlannedRun], max_parallel
 def _long_duration(seconds: float) -> str:
     days = seconds / 86400
     return f"{days:,.0f} days" if days >= 2 else f"{seconds / 3600:.0f} hours"
-
-
-def sentence(error: Exception) -> str:
-    text = str(error).strip()
-    return text[0].upper() + text[1:] if text else type(error).__name__
 
 
 def _grid_gpus(options: GridOptions) -> tuple[str, ...]:

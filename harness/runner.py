@@ -18,7 +18,8 @@ from harness import tracking
 from harness.console import print_grid_header, print_summary
 from harness.grid_runs import NOT_STARTED, GridResult, RunOutcome, end_parent, outcome_from_store
 from harness.layout import save_splits
-from harness.plan import GridOptions, GridPlan, plan_grid, sentence
+from harness.plan import GridOptions, GridPlan, plan_grid
+from implementations.common import sentence
 from harness.scheduler import Scheduler
 
 

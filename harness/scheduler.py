@@ -31,9 +31,10 @@ from harness.console import Progress
 from harness.grid_runs import RunOutcome, outcome_from_store, prepare_run
 from harness.launch import GpuSlots, worker_command, worker_environment
 from harness.layout import process_alive, read_worker_file, run_folder, worker_holds
-from harness.plan import GridPlan, PlannedRun, sentence
+from harness.plan import GridPlan, PlannedRun
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, RunSpec,
                             hold_run_lock, write_worker_file)
+from implementations.common import sentence
 
 
 SECONDS_TO_END_AFTER_STOP = 60  # a stopped worker gets this long to end its MLflow run before SIGKILL

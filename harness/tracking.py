@@ -316,7 +316,7 @@ def log_params(client: MlflowClient, run_id: str, params: Mapping[str, object]) 
 
 def log_params_once(client: MlflowClient, run_id: str, params: Mapping[str, object]) -> None:
     """Params not yet in the run. A resumed run keeps the values it started with: the run key covers
-    every hyper-parameter except how it executes (runner.NOT_IDENTITY: the device, a compiled augmentation), so a
+    every hyper-parameter except how it executes (plan.NOT_IDENTITY: the device, a compiled augmentation), so a
     resume may differ only there, which is then recorded as the tag `resumed_with.<param>`."""
     logged = client.get_run(run_id).data.params
     log_params(client, run_id, {key: value for key, value in params.items() if key not in logged})

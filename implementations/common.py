@@ -19,10 +19,24 @@ def with_project_on_path(environment: Mapping[str, str]) -> dict[str, str]:
     return {**environment, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
+def sentence(error: BaseException) -> str:
+    """An error's message as a sentence for the user: its first letter upper-case (its type's name when empty)."""
+    text = str(error).strip()
+    return text[0].upper() + text[1:] if text else type(error).__name__
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first line of an error's message (its type's name when it has none), for a one-sentence report."""
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:limit]
+
+
+def all_finite(tensors) -> bool:
+    """Whether every value of the tensors is finite, with one host synchronisation whatever their number (their
+    largest magnitudes in one foreach call; NaN and inf propagate). Imports torch only when called."""
+    import torch
+
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(list(tensors), ord=float("inf")))).all())
 
 
 def write_atomically(path: Path | str, write: Callable[[IO[bytes]], object]) -> None:

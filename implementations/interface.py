@@ -134,7 +134,7 @@ class TrainConfig:
     augmentation: Literal["batched", "pil"] = "batched"  # pil: the per-image reference path
     # torch.compile the batched augmentation's arithmetic, the draws kept eager: the same pixels from the same
     # random stream (tested), in fewer kernels. Like the device, it says how a run executes, not what it computes,
-    # so it is not part of a run's identity (runner.run_key).
+    # so it is not part of a run's identity (harness/plan.py, run_key).
     compile_augmentation: bool = False
 
     def __post_init__(self):

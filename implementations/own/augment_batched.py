@@ -441,9 +441,15 @@ def draw_ops(num_images: int, recipe: AugmentationRecipe,
 
 def rand_augment(images: torch.Tensor, recipe: AugmentationRecipe, generator: torch.Generator) -> torch.Tensor:
     """FixMatch's RandAugment: `recipe.num_ops` rounds, each image drawing its op and magnitude in each."""
-    op_indices, magnitudes = draw_ops(images.shape[0], recipe, generator)
+    return apply_rounds(images, *draw_ops(images.shape[0], recipe, generator), recipe.geometric_fill)
+
+
+def apply_rounds(images: torch.Tensor, op_indices: torch.Tensor, magnitudes: torch.Tensor, geometric_fill: int,
+                 whole_batch: bool = False) -> torch.Tensor:
+    """Every round of drawn ops (rounds × N) in turn; `whole_batch`: without reading the draws on the host."""
+    apply = apply_ops_without_sync if whole_batch else apply_ops
     for round_ops, round_magnitudes in zip(op_indices, magnitudes):
-        images = apply_ops(images, round_ops, round_magnitudes, recipe.geometric_fill)
+        images = apply(images, round_ops, round_magnitudes, geometric_fill)
     return images
 
 
@@ -567,10 +573,7 @@ def strong_from_draws(images: torch.Tensor, draws: StrongDraws, recipe: Augmenta
     """The strong augmentation with the given draws: deterministic, so it can be compiled (`whole_batch` runs
     every round without reading the draws on the host, as a compiled graph must)."""
     def rand_augment_rounds(batch: torch.Tensor) -> torch.Tensor:
-        for round_ops, round_magnitudes in zip(draws.op_indices, draws.magnitudes):
-            batch = (apply_ops_without_sync if whole_batch else apply_ops)(batch, round_ops, round_magnitudes,
-                                                                            recipe.geometric_fill)
-        return batch
+        return apply_rounds(batch, draws.op_indices, draws.magnitudes, recipe.geometric_fill, whole_batch)
 
     def cut(batch: torch.Tensor) -> torch.Tensor:
         return cutout(batch, *draws.cutout, fill=recipe.cutout_fill, geometry=recipe.cutout_geometry)

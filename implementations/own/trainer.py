@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from implementations import interface as names
-from implementations.common import first_line, write_atomically
+from implementations.common import all_finite, first_line, write_atomically
 from implementations.interface import (
     CheckpointError,
     MetricsSink,
@@ -140,9 +140,7 @@ class OwnTraining:
 
     def raise_if_weights_non_finite(self, iteration: int) -> None:
         """A finite loss can still leave NaN or infinite weights (a huge step); such weights are no checkpoint."""
-        parameters = [*self.model.parameters(), *self.ema.module.parameters()]
-        largest = torch.stack(torch._foreach_norm(parameters, ord=float("inf")))  # NaN and inf propagate
-        if not bool(torch.isfinite(largest).all()):  # one host synchronisation
+        if not all_finite([*self.model.parameters(), *self.ema.module.parameters()]):
             raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {iteration}: its update "
                                      "left NaN or infinite weights; the run is stopped")
 

@@ -49,7 +49,7 @@ from typing import Mapping
 import numpy as np
 import yaml
 
-from implementations.common import first_line, with_project_on_path, write_text_atomically
+from implementations.common import first_line, sentence, with_project_on_path, write_text_atomically
 from implementations.torchssl import checkout as vendor
 from implementations.interface import (
     ALGORITHMS, EVAL_TOP1, METHOD_FIELDS, CheckpointError, ImplementationNotReady, MetricsSink, NonFiniteLossError,
@@ -204,8 +204,7 @@ class TorchSSLImplementation:
         try:
             vendor.verify_checkout()
         except vendor.VendorError as error:
-            message = str(error).strip()
-            message = message[0].upper() + message[1:]
+            message = sentence(error)
             if vendor.SYNC_COMMAND not in message:
                 message = f"{message.rstrip('.')}; `{vendor.SYNC_COMMAND}` fetches the pinned TorchSSL checkout."
             raise ImplementationNotReady(message) from None

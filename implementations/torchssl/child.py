@@ -44,6 +44,7 @@ import types  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from implementations.common import all_finite  # noqa: E402
 from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS, TorchSSLAlgorithm  # noqa: E402
 from implementations.torchssl.metrics import TrainingWindow, eval_metrics  # noqa: E402
 
@@ -278,8 +279,7 @@ def wrap_save_model(bridge: Bridge, torchssl_class) -> None:
 
     @functools.wraps(original_save)
     def save_model(self, save_name, save_path):
-        largest = torch.stack(torch._foreach_norm(list(self.model.parameters()), ord=float("inf")))
-        if not bool(torch.isfinite(largest).all()):  # one host synchronisation; NaN and inf propagate
+        if not all_finite(self.model.parameters()):
             raise NonFiniteTraining(f"TorchSSL's training loss became NaN or infinite at iteration "
                                     f"{bridge.iterations_done}: its update left NaN or infinite weights; the run is "
                                     "stopped before they are saved")
