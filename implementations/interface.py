@@ -38,6 +38,13 @@ TRAIN_CLASS_MASK_RATE_PREFIX = "train/class_mask_rate/"  # + class name
 TRAIN_LR = "train/lr"
 TRAIN_ITERATIONS_PER_SECOND = "train/iterations_per_second"
 TRAIN_DATA_WAIT_SECONDS = "train/data_wait_seconds_per_iteration"
+# Once per run, at its last iteration: the harness's record of the run's result.
+SUMMARY_BEST_TOP1 = "summary/best_top1"  # the best evaluation's top-1 (selected on the test set: never the headline)
+SUMMARY_BEST_ITERATION = "summary/best_iteration"
+SUMMARY_ITERATIONS = "summary/iterations"  # iterations trained in all
+METRIC_PREFIXES = ("eval/", "train/", "summary/")  # ours, not MLflow's system/* metrics
+SUMMARY_PREFIX = "summary/"
+DEFAULT_EXPERIMENT = "cifar10-fixmatch"  # the MLflow experiment a grid goes to unless told otherwise
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -82,24 +89,54 @@ def class_signal_metrics(threshold_sums: list[float], threshold_iterations: int,
     return metrics
 
 
+# The role of each TrainConfig field, declared on the field (dataclasses metadata) and read by everything that
+# must treat fields apart: run keys (plan.run_key), the report's pooling (report/collect.py), the fields an
+# implementation reads (fields_of_algorithm, the TorchSSL adapter). Unmarked fields are hyper-parameters: what a
+# run learns with; runs that differ in one are never pooled. The recipe switches (own's choices where TorchSSL
+# chooses otherwise) are declared by the difference ledger (implementations/ledger.py).
+ROLE_HYPERPARAMETER = "hyper-parameter"
+ROLE_RUN = "run"  # which run and how the harness drives it; every implementation honours it
+ROLE_EXECUTION = "execution"  # how own executes a run, not what it computes
+
+
+def _field(default, role: str = ROLE_HYPERPARAMETER, *, identity: bool = True, methods_only: bool = False,
+           option: str | None = None):
+    """A TrainConfig field with its role; identity=False keeps it out of run keys (it says where or how a run
+    executes); methods_only: only some algorithms read it (Algorithm.reads); option: the `bench run` option that
+    sets it."""
+    return field(default=default, metadata={"role": role, "identity": identity, "methods_only": methods_only,
+                                            "option": option})
+
+
+def config_fields(role: str | None = None, **metadata) -> frozenset[str]:
+    """The TrainConfig fields of a role (any role when None) whose metadata has the given values."""
+    return frozenset(part.name for part in dataclasses.fields(TrainConfig)
+                     if (role is None or part.metadata.get("role", ROLE_HYPERPARAMETER) == role)
+                     and all(part.metadata.get(key, _METADATA_DEFAULTS[key]) == value
+                             for key, value in metadata.items()))
+
+
+_METADATA_DEFAULTS = {"identity": True, "methods_only": False, "option": None}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every hyper-parameter of a run, resolved once and logged whole. Defaults are FixMatch's paper's; each
     other algorithm starts from its own defaults (ALGORITHMS[name].defaults)."""
 
-    preset: str = "paper"
-    algorithm: str = "fixmatch"  # a name of ALGORITHMS: supervised trains on the labeled split only
-    iterations: int = 2**20
+    preset: str = _field("paper", ROLE_RUN, option="--preset")
+    algorithm: str = _field("fixmatch", option="--algorithm")  # a name of ALGORITHMS: supervised trains on the labeled split only
+    iterations: int = _field(2**20, option="--iterations")
     labeled_batch_size: int = 64  # B
-    unlabeled_ratio: int = 7  # μ: unlabeled batch = μ·B
-    threshold: float = 0.95  # τ
-    unsupervised_weight: float = 1.0  # λ
+    unlabeled_ratio: int = _field(7, methods_only=True)  # μ: unlabeled batch = μ·B
+    threshold: float = _field(0.95, methods_only=True)  # τ
+    unsupervised_weight: float = _field(1.0, methods_only=True)  # λ
     # λ grows linearly from 0 to its value over this fraction of the iterations (Pseudo-Label, Π-model, Mean
     # Teacher, MixMatch, VAT; TorchSSL's unsup_warmup_pos, unsup_warm_up, ramp_up); FixMatch uses no ramp-up.
-    unsupervised_warmup: float = 0.4
-    sharpen_temperature: float = 0.5  # T: MixMatch's sharpening, UDA's softened target (TorchSSL's T)
-    mixup_alpha: float = 0.5  # α of MixMatch's Beta(α, α) MixUp
-    threshold_warmup: bool = True  # FlexMatch: unused images count as a class of their own while most are unused
+    unsupervised_warmup: float = _field(0.4, methods_only=True)
+    sharpen_temperature: float = _field(0.5, methods_only=True)  # T: MixMatch's sharpening, UDA's softened target (TorchSSL's T)
+    mixup_alpha: float = _field(0.5, methods_only=True)  # α of MixMatch's Beta(α, α) MixUp
+    threshold_warmup: bool = _field(True, methods_only=True)  # FlexMatch: unused images count as a class of their own while most are unused
     learning_rate: float = 0.03
     momentum: float = 0.9
     nesterov: bool = True
@@ -121,21 +158,21 @@ class TrainConfig:
     cutout_geometry: Literal["pixel_centres", "truncated_corners"] = "pixel_centres"
     posterize_max_bits: int = 8  # Posterize keeps 4..posterize_max_bits bits
     normalization: Literal["kekmodel", "torchssl"] = "kekmodel"  # which CIFAR-10 mean/std constants
-    eval_interval: int = 1024  # the paper's 64 kimg between evaluations
-    log_interval: int = 128
-    checkpoint_interval: int = 1024
-    checkpoint_minutes: float = 10.0  # also checkpoint once this much training time has passed since the last one
-    eval_batch_size: int = 1024
-    seed: int = 0
-    device: str = "auto"  # "auto" resolves to cuda when present, else cpu
-    precision: Precision = "auto"  # see implementations/own/trainer.py: autocast_dtype
-    channels_last: bool = True
-    compile: bool = False
-    augmentation: Literal["batched", "pil"] = "batched"  # pil: the per-image reference path
+    eval_interval: int = _field(1024, option="--eval-interval")  # the paper's 64 kimg between evaluations
+    log_interval: int = _field(128, ROLE_RUN)
+    checkpoint_interval: int = _field(1024, ROLE_RUN)
+    checkpoint_minutes: float = _field(10.0, ROLE_RUN)  # also checkpoint once this much training time has passed since the last one
+    eval_batch_size: int = _field(1024, ROLE_EXECUTION)
+    seed: int = _field(0, ROLE_RUN, option="--seeds")
+    device: str = _field("auto", ROLE_RUN, identity=False, option="--device")  # "auto" resolves to cuda when present, else cpu
+    precision: Precision = _field("auto", ROLE_EXECUTION, option="--precision")  # see implementations/own/trainer.py: autocast_dtype
+    channels_last: bool = _field(True, ROLE_EXECUTION, option="--channels-last/--no-channels-last")
+    compile: bool = _field(False, ROLE_EXECUTION, option="--compile")
+    augmentation: Literal["batched", "pil"] = _field("batched", ROLE_EXECUTION, option="--augmentation")  # pil: the per-image reference path
     # torch.compile the batched augmentation's arithmetic, the draws kept eager: the same pixels from the same
     # random stream (tested), in fewer kernels. Like the device, it says how a run executes, not what it computes,
-    # so it is not part of a run's identity (harness/plan.py, run_key).
-    compile_augmentation: bool = False
+    # so it is not part of a run's identity.
+    compile_augmentation: bool = _field(False, ROLE_EXECUTION, identity=False, option="--compile-augmentation")
 
     def __post_init__(self):
         # A config read back from JSON (a run spec, MLflow params) holds lists where it was built with tuples.
@@ -169,8 +206,8 @@ class Algorithm:
 
 
 # Fields only some methods read: a run of another method is neither identified nor recorded by them.
-METHOD_FIELDS = frozenset({"threshold", "unsupervised_weight", "unsupervised_warmup", "unlabeled_ratio",
-                           "sharpen_temperature", "mixup_alpha", "threshold_warmup"})
+METHOD_FIELDS = config_fields(methods_only=True)
+NOT_IDENTITY = frozenset(part.name for part in dataclasses.fields(TrainConfig)) - config_fields(identity=True)
 _UNLABELED = frozenset({"unlabeled_ratio", "unsupervised_weight"})
 
 ALGORITHMS: dict[str, Algorithm] = {algorithm.name: algorithm for algorithm in (

@@ -18,7 +18,7 @@ from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
 
 OWN_FILES = (
     "implementations/own/fixmatch.py (optimiser, schedule, EMA, FixMatch's loss)",
-    "implementations/own/augment.py, implementations/own/augment_batched.py (weak and strong augmentation)",
+    "implementations/own/augment.py, implementations/own/augment_batched.py, implementations/own/augment_ops.py (weak and strong augmentation)",
     "implementations/own/wide_resnet.py (network)",
     "implementations/own/trainer.py (loop, evaluation, checkpoints)",
 )

@@ -16,7 +16,7 @@ from scipy import stats
 
 from implementations.interface import TrainConfig
 from implementations.ledger import TORCHSSL_CHOICES
-from implementations.own import augment, augment_batched
+from implementations.own import augment, augment_batched, augment_ops
 from tests.cifar_images import cifar_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -71,7 +71,7 @@ def test_every_op_matches_pillow_at_fixed_magnitudes(name, recipe):
     fill = recipe.geometric_fill
     for magnitude in fixed_magnitudes(op_of(recipe, name)):
         magnitude = float(np.float32(magnitude))  # what both sides see
-        batched = augment_batched.apply_op(batch_of(images), name, torch.full((len(images),), magnitude), fill)
+        batched = augment_ops.apply_op(batch_of(images), name, torch.full((len(images),), magnitude), fill)
         reference = pil_reference(images, lambda image, _: augment.apply_op(image, name, magnitude, fill))
         differing = np.mean(hwc(batched) != reference)
         assert differing <= allowed_differing_fraction(name), f"{name} at {magnitude}: {differing:.2%} of values differ"
@@ -86,7 +86,7 @@ def test_every_op_matches_pillow_with_a_different_magnitude_per_image(name, reci
         magnitudes = torch.randint(int(op.low), int(op.high) + 1, (len(images),), generator=generator(1)).float()
     else:
         magnitudes = op.low + torch.rand(len(images), generator=generator(1)) * (op.high - op.low)
-    batched = augment_batched.apply_op(batch_of(images), name, magnitudes, fill)
+    batched = augment_ops.apply_op(batch_of(images), name, magnitudes, fill)
     per_image = magnitudes.tolist()
     reference = pil_reference(images, lambda image, index: augment.apply_op(image, name, per_image[index], fill))
     assert np.mean(hwc(batched) != reference) <= allowed_differing_fraction(name)
@@ -96,10 +96,10 @@ def test_every_op_matches_pillow_with_a_different_magnitude_per_image(name, reci
 def test_one_round_applies_each_images_own_op_as_the_single_op_functions_do(recipe):
     images = batch_of(cifar_images(64))
     op_indices, magnitudes = augment_batched.draw_ops(len(images), recipe, generator(3))
-    fused = augment_batched.apply_ops(images, op_indices[0], magnitudes[0], recipe.geometric_fill)
+    fused = augment_ops.apply_ops(images, op_indices[0], magnitudes[0], recipe.geometric_fill)
     for index in range(len(images)):
         name = augment.OP_NAMES[int(op_indices[0, index])]
-        alone = augment_batched.apply_op(images[index:index + 1], name, magnitudes[0, index:index + 1],
+        alone = augment_ops.apply_op(images[index:index + 1], name, magnitudes[0, index:index + 1],
                                          recipe.geometric_fill)
         assert torch.equal(fused[index:index + 1], alone), name
 
@@ -126,7 +126,7 @@ def test_magnitudes_are_uniform_in_the_same_range_as_the_reference(name, recipe)
     op = op_of(recipe, name)
     op_indices, magnitudes = augment_batched.draw_ops(30000, augment.AugmentationRecipe(
         num_ops=2, posterize_max_bits=recipe.posterize_max_bits), generator(1))
-    drawn = magnitudes[op_indices == augment_batched.OP_INDEX[name]].double()
+    drawn = magnitudes[op_indices == augment_ops.OP_INDEX[name]].double()
     assert len(drawn) > 3500
     assert drawn.min() >= op.low and drawn.max() <= op.high
     if op.integer:
@@ -257,7 +257,7 @@ def test_the_whole_strong_pipeline_matches_pillow_given_the_same_draws(recipe):
 
     def batched_rand_augment_and_cutout(batch: torch.Tensor) -> torch.Tensor:
         for round_ops, round_magnitudes in zip(op_indices, magnitudes):
-            batch = augment_batched.apply_ops(batch, round_ops, round_magnitudes, recipe.geometric_fill)
+            batch = augment_ops.apply_ops(batch, round_ops, round_magnitudes, recipe.geometric_fill)
         return augment_batched.cutout(batch, *squares, recipe.cutout_fill, recipe.cutout_geometry)
 
     def pil_rand_augment_and_cutout(image: Image.Image, i: int) -> Image.Image:
@@ -310,7 +310,7 @@ def test_a_round_reads_no_tensor_values_on_the_host(recipe):
     images = torch.empty((8, 3, 32, 32), dtype=torch.uint8, device="meta")
     index, flips = torch.empty(8, dtype=torch.int64, device="meta"), torch.empty(8, dtype=torch.bool, device="meta")
     values = torch.empty(8, dtype=torch.float32, device="meta")
-    out = augment_batched.apply_ops(images, index, values, recipe.geometric_fill)
+    out = augment_ops.apply_ops(images, index, values, recipe.geometric_fill)
     out = augment_batched.cutout(augment_batched.flip_and_crop(out, flips, index, index), values, values, values,
                                  recipe.cutout_fill, recipe.cutout_geometry)
     assert augment_batched.normalize(out, recipe.normalization).shape == (8, 3, 32, 32)
@@ -329,8 +329,8 @@ def test_strong_augment_on_cuda_does_not_synchronise_and_matches_cpu_ops(recipe)
         torch.cuda.set_sync_debug_mode("default")
     assert out.dtype == torch.float32 and out.shape == images.shape
     op_indices, magnitudes = augment_batched.draw_ops(64, recipe, g)
-    on_cuda = augment_batched.apply_ops(images, op_indices[0], magnitudes[0], recipe.geometric_fill).cpu()
-    on_cpu = augment_batched.apply_ops(images.cpu(), op_indices[0].cpu(), magnitudes[0].cpu(), recipe.geometric_fill)
+    on_cuda = augment_ops.apply_ops(images, op_indices[0], magnitudes[0], recipe.geometric_fill).cpu()
+    on_cpu = augment_ops.apply_ops(images.cpu(), op_indices[0].cpu(), magnitudes[0].cpu(), recipe.geometric_fill)
     assert (on_cuda != on_cpu).double().mean() <= MAX_DIFFERING_FRACTION
 
 
@@ -339,8 +339,8 @@ def test_whole_batch_round_gives_the_same_images_as_the_grouped_round(recipe):
     images = batch_of(cifar_images(256))
     op_indices, magnitudes = augment_batched.draw_ops(len(images), recipe, generator(11))
     for round_ops, round_magnitudes in zip(op_indices, magnitudes):
-        grouped = augment_batched.apply_ops_by_group(images, round_ops, round_magnitudes, recipe.geometric_fill)
-        whole_batch = augment_batched.apply_ops_without_sync(images, round_ops, round_magnitudes, recipe.geometric_fill)
+        grouped = augment_ops.apply_ops_by_group(images, round_ops, round_magnitudes, recipe.geometric_fill)
+        whole_batch = augment_ops.apply_ops_without_sync(images, round_ops, round_magnitudes, recipe.geometric_fill)
         assert torch.equal(whole_batch, grouped)
         images = grouped
 

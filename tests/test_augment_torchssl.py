@@ -23,7 +23,7 @@ from scipy import stats
 
 from implementations.interface import ImageData, TrainConfig
 from implementations.ledger import TORCHSSL_CHOICES
-from implementations.own import augment, augment_batched
+from implementations.own import augment, augment_batched, augment_ops
 from implementations.own.batches import TrainingBatches
 from tests.cifar_images import cifar_images
 from tests.fixtures_data import REPO_ROOT, torchssl_checkout
@@ -174,7 +174,7 @@ def test_posterize_keeps_4_to_7_bits_each_a_quarter_of_the_time_under_torchssls_
     rng = random.Random(0)
     by_pil = np.array([posterize.draw_magnitude(rng) for _ in range(8000)])
     op_indices, magnitudes = augment_batched.draw_ops(40000, TORCHSSL, torch.Generator().manual_seed(0))
-    batched = magnitudes[op_indices == augment_batched.OP_INDEX["Posterize"]].numpy()
+    batched = magnitudes[op_indices == augment_ops.OP_INDEX["Posterize"]].numpy()
     for drawn in (by_pil, batched):
         values, counts = np.unique(drawn, return_counts=True)
         assert values.tolist() == [4, 5, 6, 7]

@@ -11,7 +11,8 @@ import torch
 from implementations.interface import TrainConfig, for_algorithm
 from implementations.own.batches import TrainingBatches
 from implementations.own.methods import OWN_ALGORITHMS
-from implementations.own.trainer import OwnTraining, TrainingSignals
+from implementations.own.trainer import OwnTraining
+from implementations.training_window import TrainingWindow
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: no GPU visible (the suite hides "
                                 "GPUs unless SSL_BENCH_GPU_TESTS=1; benchmarks/gpu_check.py runs these)")
@@ -29,16 +30,22 @@ def test_own_training_steps_never_synchronise_with_the_gpu(algorithm):
     run = run_inputs(config, None)
     training = OwnTraining(config, data.num_classes, len(data.train_images), device)
     batches = TrainingBatches(data, run.labeled_indices, config, device)
-    signals = TrainingSignals(data.class_names, device)
+    signals = TrainingWindow(data.class_names, device)
     for iteration in range(1, 3):  # allocations, cuDNN's algorithm search and per-device constants first
         batch = batches.next()
-        signals.add(training.step(batch)[0], batch.unlabeled_true_labels, iteration)
+        _add(signals, training.step(batch)[0], batch, iteration)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for iteration in range(3, 8):
             batch = batches.next()
-            signals.add(training.step(batch)[0], batch.unlabeled_true_labels, iteration)
+            _add(signals, training.step(batch)[0], batch, iteration)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert signals.iterations == 7
+
+
+def _add(window: TrainingWindow, loss, batch, iteration: int) -> None:
+    window.add(iteration, loss.supervised, loss.unsupervised, loss.total, kept=loss.mask,
+               pseudo_labels=loss.pseudo_labels, true_labels=batch.unlabeled_true_labels,
+               class_thresholds=loss.class_thresholds)

@@ -9,12 +9,10 @@ import torch
 
 from harness.data import load_cifar10
 from harness.splits import draw_split
-from implementations import interface as names
+from implementations import interface
 from implementations.interface import CheckpointError, NonFiniteLossError, RunInputs, TrainConfig, for_algorithm
 from implementations.own.methods import OWN_ALGORITHMS
-from implementations.own.step_loss import StepLoss
-from implementations.own.trainer import (CHECKPOINT_NAME, Evaluator, OwnTrainer, Progress, TrainingSignals,
-                                         autocast_dtype)
+from implementations.own.trainer import (CHECKPOINT_NAME, Evaluator, OwnTrainer, Progress, autocast_dtype)
 from tests.fixtures_data import SUBSET_DIR
 
 TINY = TrainConfig(
@@ -83,13 +81,13 @@ def test_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, algori
     result = OwnTrainer().train(run_inputs(config, tmp_path / "b"), resumed)
 
     assert result.iterations == 8
-    assert min(resumed.metrics[names.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4, not from 0
+    assert min(resumed.metrics[interface.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4, not from 0
     expected, actual = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
-    assert resumed.metrics[names.EVAL_TOP1][8] == uninterrupted.metrics[names.EVAL_TOP1][8]
-    assert resumed.metrics[names.TRAIN_TOTAL_LOSS][8] == uninterrupted.metrics[names.TRAIN_TOTAL_LOSS][8]
+    assert resumed.metrics[interface.EVAL_TOP1][8] == uninterrupted.metrics[interface.EVAL_TOP1][8]
+    assert resumed.metrics[interface.TRAIN_TOTAL_LOSS][8] == uninterrupted.metrics[interface.TRAIN_TOTAL_LOSS][8]
     if algorithm == "flexmatch":  # there was a state to restore: images with a confident pseudo-label
         saved = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)["training"]["method_state"]
         assert (saved.latest_pseudo_labels >= 0).any()
@@ -122,10 +120,10 @@ def test_a_checkpoint_loaded_where_a_map_location_naming_the_training_device_mov
     OwnTrainer().train(run_inputs(config, tmp_path / "a"), uninterrupted)
     resumed = _interrupted_then_resumed(config, tmp_path / "b")
 
-    assert min(resumed.metrics[names.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4
+    assert min(resumed.metrics[interface.TRAIN_TOTAL_LOSS]) == 6  # continued after iteration 4
     expected, actual = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
-    assert resumed.metrics[names.TRAIN_TOTAL_LOSS][8] == uninterrupted.metrics[names.TRAIN_TOTAL_LOSS][8]
+    assert resumed.metrics[interface.TRAIN_TOTAL_LOSS][8] == uninterrupted.metrics[interface.TRAIN_TOTAL_LOSS][8]
 
 
 def test_a_checkpoint_that_does_not_fit_the_run_is_one_sentence_naming_the_file_and_what_to_do(tmp_path):
@@ -143,48 +141,29 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_one_sentence_naming_the_file_
 def test_reports_training_signals_and_evaluations_at_their_intervals(tmp_path):
     sink = RecordingSink()
     result = OwnTrainer().train(run_inputs(TINY, tmp_path), sink)
-    for key in (names.TRAIN_SUPERVISED_LOSS, names.TRAIN_UNSUPERVISED_LOSS, names.TRAIN_TOTAL_LOSS,
-                names.TRAIN_MASK_RATE, names.TRAIN_LR, names.TRAIN_ITERATIONS_PER_SECOND,
-                names.TRAIN_DATA_WAIT_SECONDS):
+    for key in (interface.TRAIN_SUPERVISED_LOSS, interface.TRAIN_UNSUPERVISED_LOSS, interface.TRAIN_TOTAL_LOSS,
+                interface.TRAIN_MASK_RATE, interface.TRAIN_LR, interface.TRAIN_ITERATIONS_PER_SECOND,
+                interface.TRAIN_DATA_WAIT_SECONDS):
         assert sorted(sink.metrics[key]) == [2, 4, 6, 8], key
-    for key in (names.EVAL_TOP1, names.EVAL_TOP5, names.EVAL_PRECISION, names.EVAL_RECALL, names.EVAL_F1,
-                names.EVAL_AUC, names.EVAL_LOSS, names.EVAL_CLASS_ACCURACY_PREFIX + "airplane"):
+    for key in (interface.EVAL_TOP1, interface.EVAL_TOP5, interface.EVAL_PRECISION, interface.EVAL_RECALL, interface.EVAL_F1,
+                interface.EVAL_AUC, interface.EVAL_LOSS, interface.EVAL_CLASS_ACCURACY_PREFIX + "airplane"):
         assert sorted(sink.metrics[key]) == [4, 8], key
     assert sink.confusion_steps == [4, 8]
     assert result.confusion_matrix.sum() == len(subset().test_labels)
-    assert result.final_metrics[names.EVAL_TOP1] == sink.metrics[names.EVAL_TOP1][8]
-    assert result.best_top1 == max(sink.metrics[names.EVAL_TOP1].values())
-    assert 0.0 <= sink.metrics[names.TRAIN_MASK_RATE][8] <= 1.0
-    assert set(sink.metrics[names.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"].values()) == {0.95}  # τ for every class
+    assert result.final_metrics[interface.EVAL_TOP1] == sink.metrics[interface.EVAL_TOP1][8]
+    assert result.best_top1 == max(sink.metrics[interface.EVAL_TOP1].values())
+    assert 0.0 <= sink.metrics[interface.TRAIN_MASK_RATE][8] <= 1.0
+    assert set(sink.metrics[interface.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"].values()) == {0.95}  # τ for every class
 
 
 def test_supervised_baseline_trains_through_the_same_loop_without_unlabeled_batch(tmp_path):
     sink = RecordingSink()
     result = OwnTrainer().train(run_inputs(TINY.replace(algorithm="supervised"), tmp_path), sink)
     assert result.iterations == 8
-    assert set(sink.metrics[names.TRAIN_UNSUPERVISED_LOSS].values()) == {0.0}
-    assert names.TRAIN_MASK_RATE not in sink.metrics
-    assert names.TRAIN_PSEUDO_LABEL_ACCURACY not in sink.metrics
+    assert set(sink.metrics[interface.TRAIN_UNSUPERVISED_LOSS].values()) == {0.0}
+    assert interface.TRAIN_MASK_RATE not in sink.metrics
+    assert interface.TRAIN_PSEUDO_LABEL_ACCURACY not in sink.metrics
     assert not any(name.startswith("train/class_") for name in sink.metrics)
-
-
-def test_threshold_signals_are_the_mean_threshold_per_class_and_the_kept_fraction_of_each_pseudo_labelled_class():
-    signals = TrainingSignals(("cat", "dog", "ship"), torch.device("cpu"))
-    zero = torch.zeros(())
-    # iteration 1: thresholds (0.2, 0.4, 0.6); pseudo-labels cat, cat, dog, of which the first cat and the dog kept
-    signals.add(StepLoss(zero, zero, zero, torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0, 0, 1]),
-                         class_thresholds=torch.tensor([0.2, 0.4, 0.6])), torch.tensor([0, 1, 1]), iteration=1)
-    # iteration 2: thresholds (0.4, 0.6, 0.8); one cat, not kept
-    signals.add(StepLoss(zero, zero, zero, torch.tensor([0.0]), torch.tensor([0]),
-                         class_thresholds=torch.tensor([0.4, 0.6, 0.8])), torch.tensor([0]), iteration=2)
-    metrics = signals.summarise(learning_rate=0.03)
-    thresholds = {name: metrics[names.TRAIN_CLASS_THRESHOLD_PREFIX + name] for name in ("cat", "dog", "ship")}
-    assert thresholds == pytest.approx({"cat": 0.3, "dog": 0.5, "ship": 0.7})
-    # cat: 1 kept of 3; dog: 1 of 1; no image was pseudo-labelled ship, so it has no mask rate
-    assert metrics[names.TRAIN_CLASS_MASK_RATE_PREFIX + "cat"] == pytest.approx(1 / 3)
-    assert metrics[names.TRAIN_CLASS_MASK_RATE_PREFIX + "dog"] == 1.0
-    assert names.TRAIN_CLASS_MASK_RATE_PREFIX + "ship" not in metrics
-    assert metrics[names.TRAIN_MASK_RATE] == pytest.approx(2 / 4)
 
 
 def test_per_image_pil_augmentation_path_trains_and_is_deterministic(tmp_path):
@@ -192,8 +171,8 @@ def test_per_image_pil_augmentation_path_trains_and_is_deterministic(tmp_path):
     first, second = RecordingSink(), RecordingSink()
     OwnTrainer().train(run_inputs(config, tmp_path / "a"), first)
     OwnTrainer().train(run_inputs(config, tmp_path / "b"), second)
-    assert first.metrics[names.TRAIN_TOTAL_LOSS] == second.metrics[names.TRAIN_TOTAL_LOSS]
-    assert first.metrics[names.EVAL_TOP1] == second.metrics[names.EVAL_TOP1]
+    assert first.metrics[interface.TRAIN_TOTAL_LOSS] == second.metrics[interface.TRAIN_TOTAL_LOSS]
+    assert first.metrics[interface.EVAL_TOP1] == second.metrics[interface.EVAL_TOP1]
 
 
 def test_a_diverging_loss_stops_the_run_at_its_iteration_before_anything_of_it_is_logged_or_checkpointed(tmp_path):
@@ -245,7 +224,7 @@ def test_evaluation_runs_with_tf32_off_and_restores_the_training_settings_after(
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = defaults
     assert model.seen == {(False, False)}
     assert after == (True, True)
-    assert sink.metrics[names.EVAL_TOP1][0] == pytest.approx(0.1, abs=0.02)  # class 0 of ten, evaluated for real
+    assert sink.metrics[interface.EVAL_TOP1][0] == pytest.approx(0.1, abs=0.02)  # class 0 of ten, evaluated for real
 
 
 def test_every_run_records_the_tf32_settings_of_its_training_and_its_evaluation(tmp_path):

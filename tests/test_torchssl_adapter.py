@@ -16,22 +16,21 @@ import pytest
 import torch
 import yaml
 
-from implementations.torchssl import checkout as vendor
+from implementations.torchssl import checkout as pinned_checkout
 from harness.presets import PRESETS
-from implementations import interface as names
+from implementations import interface
 from implementations.interface import ALGORITHMS, RunInputs, for_algorithm
-from implementations.torchssl import adapter
-from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS, IterationSignals
+from implementations.torchssl import adapter, arguments
+from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
 from implementations.torchssl.metrics import (
     EVAL_NAMES,
-    TrainingWindow,
     eval_metrics,
     mask_rate_from_torchssl_mask_ratio,
 )
 from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-OUR_METRIC_NAMES = {value for key, value in vars(names).items() if key.startswith(("EVAL_", "TRAIN_"))
+OUR_METRIC_NAMES = {value for key, value in vars(interface).items() if key.startswith(("EVAL_", "TRAIN_"))
                     and isinstance(value, str) and not key.endswith("_PREFIX")}
 
 
@@ -71,7 +70,7 @@ class RecordingSink:
 # --- arguments ----------------------------------------------------------------------------------
 
 def test_our_hyper_parameters_take_torchssl_argument_names():
-    assert adapter.torchssl_hyperparameters(PRESETS["smoke"]) == {
+    assert arguments.torchssl_hyperparameters(PRESETS["smoke"]) == {
         "num_train_iter": 40, "batch_size": 8, "uratio": 2, "p_cutoff": 0.95, "ulb_loss_ratio": 1.0,
         "lr": 0.03, "momentum": 0.9, "weight_decay": 5e-4, "ema_m": 0.999, "depth": 10, "widen_factor": 1,
         "num_eval_iter": 20, "eval_batch_size": 512, "seed": 0,
@@ -79,7 +78,7 @@ def test_our_hyper_parameters_take_torchssl_argument_names():
 
 
 def test_torchssl_runs_as_one_non_distributed_process_writing_into_our_work_dir(tmp_path):
-    args = adapter.build_torchssl_args(
+    args = arguments.build_torchssl_args(
         {"gpu": "None", "multiprocessing_distributed": True, "save_dir": "./saved_models", "T": 0.5},
         PRESETS["smoke"], num_labels=40, num_classes=10, save_dir=tmp_path / "torchssl",
         save_name="fixmatch_cifar10_40_0", gpu=0, num_workers=0, load_path=None)
@@ -92,7 +91,7 @@ def test_torchssl_runs_as_one_non_distributed_process_writing_into_our_work_dir(
 
 def test_a_checkpoint_in_the_work_dir_becomes_torchssl_resume(tmp_path):
     checkpoint = tmp_path / "latest_model.pth"
-    args = adapter.build_torchssl_args({}, PRESETS["smoke"], num_labels=40, num_classes=10, save_dir=tmp_path,
+    args = arguments.build_torchssl_args({}, PRESETS["smoke"], num_labels=40, num_classes=10, save_dir=tmp_path,
                                        save_name="x", gpu=0, num_workers=0, load_path=checkpoint)
     assert (args["resume"], args["load_path"]) == (True, str(checkpoint))
 
@@ -102,11 +101,11 @@ def test_a_checkpoint_in_the_work_dir_becomes_torchssl_resume(tmp_path):
     ({}, 10, "its own fixed index table"),
 ])
 def test_configurations_torchssl_cannot_run_faithfully_are_named(change, num_labels, complaint):
-    assert complaint in adapter.unsupported_reason(PRESETS["paper"].replace(**change), num_labels)
+    assert complaint in arguments.unsupported_reason(PRESETS["paper"].replace(**change), num_labels)
 
 
 def test_the_paper_preset_is_a_runnable_torchssl_configuration():
-    assert adapter.unsupported_reason(PRESETS["paper"], 40) is None
+    assert arguments.unsupported_reason(PRESETS["paper"], 40) is None
 
 
 @pytest.mark.parametrize("num_labels", [40, 250, 4000])
@@ -114,16 +113,16 @@ def test_the_paper_preset_reproduces_torchssls_own_config_file_but_evaluates_eve
     checkout = _checkout()
     config_file = checkout / f"config/fixmatch/fixmatch_cifar10_{num_labels}_0.yaml"
     torchssl_config = yaml.safe_load(config_file.read_text())
-    args = adapter.build_torchssl_args(
-        adapter.read_reference_config(checkout, "fixmatch", num_labels), PRESETS["paper"], num_labels=num_labels,
+    args = arguments.build_torchssl_args(
+        arguments.read_reference_config(checkout, "fixmatch", num_labels), PRESETS["paper"], num_labels=num_labels,
         num_classes=10, save_dir=tmp_path, save_name="x", gpu=0, num_workers=0, load_path=None)
-    hyper_parameters = {key: value for key, value in torchssl_config.items() if key not in adapter.ENVIRONMENT_ARGS}
+    hyper_parameters = {key: value for key, value in torchssl_config.items() if key not in arguments.ENVIRONMENT_ARGS}
     # The one change: evaluations every 1,024 iterations (the paper's 64 kimg) instead of TorchSSL's 5,000, so that
     # both implementations are reported over the same final window; evaluating trains nothing.
     assert hyper_parameters["num_eval_iter"] == 5000 and args["num_eval_iter"] == 1024
     assert {key: args[key] for key in hyper_parameters} == {**hyper_parameters, "num_eval_iter": 1024}
     # No argument TorchSSL does not know: its command line's defaults and its config name them all.
-    known = set(adapter.read_argument_defaults(checkout, "fixmatch")) | set(torchssl_config) | {"distributed"}
+    known = set(arguments.read_argument_defaults(checkout, "fixmatch")) | set(torchssl_config) | {"distributed"}
     assert set(args) <= known
 
 
@@ -135,37 +134,37 @@ def test_every_methods_defaults_are_torchssls_own_arguments_for_it(algorithm, tm
     checkout = _checkout()
     script = TORCHSSL_ALGORITHMS[algorithm].script
     config = for_algorithm(PRESETS["paper"], algorithm)
-    ours = adapter.torchssl_hyperparameters(config)
+    ours = arguments.torchssl_hyperparameters(config)
     for num_labels in (40, 250, 4000):
-        reference = adapter.read_reference_config(checkout, script, num_labels)
-        args = adapter.build_torchssl_args(reference, config, num_labels=num_labels, num_classes=10, save_dir=tmp_path,
+        reference = arguments.read_reference_config(checkout, script, num_labels)
+        args = arguments.build_torchssl_args(reference, config, num_labels=num_labels, num_classes=10, save_dir=tmp_path,
                                            save_name="x", gpu=0, num_workers=0, load_path=None)
-        assert set(ours) <= set(adapter.read_argument_defaults(checkout, script))  # names its script knows
+        assert set(ours) <= set(arguments.read_argument_defaults(checkout, script))  # names its script knows
         differing = {name: (args[name], reference[name]) for name in ours if args[name] != reference[name]}
         assert differing == {"num_eval_iter": (1024, reference["num_eval_iter"])}, (num_labels, differing)
         assert args["alg"] == script
 
 
 def test_each_method_maps_the_fields_it_reads_and_no_other():
-    mixmatch = adapter.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "mixmatch"))
+    mixmatch = arguments.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "mixmatch"))
     assert (mixmatch["T"], mixmatch["alpha"], mixmatch["ulb_loss_ratio"], mixmatch["ramp_up"]) == (0.5, 0.5, 100.0, 0.4)
     assert "p_cutoff" not in mixmatch
-    vat = adapter.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "vat"))
+    vat = arguments.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "vat"))
     assert (vat["vat_weight"], vat["unsup_warmup_pos"]) == (0.3, 0.4) and "ulb_loss_ratio" not in vat
-    supervised = adapter.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "supervised"))
+    supervised = arguments.torchssl_hyperparameters(for_algorithm(PRESETS["paper"], "supervised"))
     assert "uratio" not in supervised and "ulb_loss_ratio" not in supervised
 
 
 def test_arguments_the_config_files_leave_out_come_from_torchssls_command_line_defaults():
-    defaults = adapter.read_argument_defaults(_checkout(), "fixmatch")
+    defaults = arguments.read_argument_defaults(_checkout(), "fixmatch")
     assert (defaults["clip"], defaults["num_train_iter"], defaults["multiprocessing_distributed"]) == (0, 2**20, True)
     assert defaults["resume"] is False  # a store_true flag
 
 
 def test_a_label_count_without_a_config_file_uses_the_40_label_one(tmp_path):
     checkout = _checkout()
-    assert adapter.reference_config_path(checkout, "fixmatch", 100).name == "fixmatch_cifar10_40_0.yaml"
-    assert adapter.read_reference_config(checkout, "fixmatch", 100)["num_labels"] == 100
+    assert arguments.reference_config_path(checkout, "fixmatch", 100).name == "fixmatch_cifar10_40_0.yaml"
+    assert arguments.read_reference_config(checkout, "fixmatch", 100)["num_labels"] == 100
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -184,42 +183,11 @@ def test_torchssls_evaluation_maps_to_our_names_with_per_class_accuracy_from_cou
     counts[1, 1] = 2                   # automobile: 2 of 2; other classes have no test image
     metrics = eval_metrics(torchssl_eval, counts, CLASS_NAMES)
     assert metrics == {
-        names.EVAL_LOSS: 1.5, names.EVAL_TOP1: 0.6, names.EVAL_TOP5: 0.9, names.EVAL_PRECISION: 0.55,
-        names.EVAL_RECALL: 0.58, names.EVAL_F1: 0.56, names.EVAL_AUC: 0.8,
-        names.EVAL_CLASS_ACCURACY_PREFIX + "airplane": 0.75, names.EVAL_CLASS_ACCURACY_PREFIX + "automobile": 1.0,
+        interface.EVAL_LOSS: 1.5, interface.EVAL_TOP1: 0.6, interface.EVAL_TOP5: 0.9, interface.EVAL_PRECISION: 0.55,
+        interface.EVAL_RECALL: 0.58, interface.EVAL_F1: 0.56, interface.EVAL_AUC: 0.8,
+        interface.EVAL_CLASS_ACCURACY_PREFIX + "airplane": 0.75, interface.EVAL_CLASS_ACCURACY_PREFIX + "automobile": 1.0,
     }
     assert set(EVAL_NAMES.values()) <= OUR_METRIC_NAMES
-
-
-def test_the_training_window_averages_torchssls_per_iteration_tensors():
-    window = TrainingWindow(CLASS_NAMES)
-    # Iteration 1: 2 of 4 unlabeled images above τ = 0.9, one of them pseudo-labelled right.
-    window.add(IterationSignals(torch.tensor(2.0), torch.tensor(0.5), torch.tensor(2.5), kept=torch.tensor([1, 1, 0, 0]),
-                                pseudo_labels=torch.tensor([3, 4, 3, 6]), class_thresholds=torch.full((10,), 0.9)),
-               true_labels=torch.tensor([3, 0, 5, 6]), learning_rate=0.03, data_wait_seconds=0.1, training_seconds=0.5)
-    # Iteration 2: all 4 kept and right; FlexMatch-like thresholds 0.5 for every class.
-    window.add(IterationSignals(torch.tensor(1.0), torch.tensor(0.25), torch.tensor(1.5), kept=torch.tensor([1, 1, 1, 1]),
-                                pseudo_labels=torch.tensor([1, 1, 1, 3]), class_thresholds=torch.full((10,), 0.5)),
-               true_labels=torch.tensor([1, 1, 1, 3]), learning_rate=0.02, data_wait_seconds=0.3, training_seconds=1.5)
-    summary = window.summarise()
-    assert summary == pytest.approx({
-        names.TRAIN_SUPERVISED_LOSS: 1.5, names.TRAIN_UNSUPERVISED_LOSS: 0.375, names.TRAIN_TOTAL_LOSS: 2.0,
-        names.TRAIN_MASK_RATE: 6 / 8, names.TRAIN_PSEUDO_LABEL_ACCURACY: 5 / 6,
-        names.TRAIN_LR: 0.02, names.TRAIN_ITERATIONS_PER_SECOND: 1.0, names.TRAIN_DATA_WAIT_SECONDS: 0.2,
-        # every class's threshold averaged over the two iterations: (0.9 + 0.5) / 2
-        **{names.TRAIN_CLASS_THRESHOLD_PREFIX + name: 0.7 for name in CLASS_NAMES},
-        # pseudo-labelled automobile (1): 3 times, 3 kept; cat (3): 3 times, 2 kept; deer (4): 1 of 1; frog (6): 0 of 1
-        names.TRAIN_CLASS_MASK_RATE_PREFIX + "automobile": 1.0, names.TRAIN_CLASS_MASK_RATE_PREFIX + "cat": 2 / 3,
-        names.TRAIN_CLASS_MASK_RATE_PREFIX + "deer": 1.0, names.TRAIN_CLASS_MASK_RATE_PREFIX + "frog": 0.0,
-    })
-    assert window.iterations == 0 and window.sums.sum() == 0 and window.class_sums.sum() == 0  # afresh
-
-
-def test_a_method_without_pseudo_labels_logs_its_losses_only():
-    window = TrainingWindow(CLASS_NAMES)
-    window.add(IterationSignals(torch.tensor(2.0), torch.tensor(0.5), torch.tensor(27.0)), None, 0.03, 0.0, 1.0)
-    assert set(window.summarise()) == {names.TRAIN_SUPERVISED_LOSS, names.TRAIN_UNSUPERVISED_LOSS, names.TRAIN_TOTAL_LOSS,
-                                       names.TRAIN_LR, names.TRAIN_ITERATIONS_PER_SECOND, names.TRAIN_DATA_WAIT_SECONDS}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine TorchSSL runs on the GPU, unpatched")
@@ -268,16 +236,16 @@ def test_torchssl_trains_on_cpu_on_our_split_and_reports_under_our_names(tmp_pat
     result = adapter.TorchSSLImplementation().train(run, sink)
 
     # TorchSSL evaluates after 1 and 21 iterations (its it % 20 == 0), and once more at the end.
-    assert sink.steps_of(names.EVAL_TOP1) == [1, 21, 40]
+    assert sink.steps_of(interface.EVAL_TOP1) == [1, 21, 40]
     assert [step for step, _ in sink.confusion] == [1, 21, 40]
     assert all(matrix.sum() == len(run.data.test_labels) for _, matrix in sink.confusion)
-    assert sink.steps_of(names.TRAIN_MASK_RATE) == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert sink.steps_of(interface.TRAIN_MASK_RATE) == [5, 10, 15, 20, 25, 30, 35, 40]
     logged = {name for _, metrics in sink.metrics for name in metrics}
-    every_class = {prefix + name for prefix in (names.EVAL_CLASS_ACCURACY_PREFIX, names.TRAIN_CLASS_THRESHOLD_PREFIX)
+    every_class = {prefix + name for prefix in (interface.EVAL_CLASS_ACCURACY_PREFIX, interface.TRAIN_CLASS_THRESHOLD_PREFIX)
                    for name in run.data.class_names}
     mask_rates = logged - OUR_METRIC_NAMES - every_class  # of the classes pseudo-labelled in a window
     assert every_class <= logged and mask_rates and all(
-        name.removeprefix(names.TRAIN_CLASS_MASK_RATE_PREFIX) in run.data.class_names for name in mask_rates)
+        name.removeprefix(interface.TRAIN_CLASS_MASK_RATE_PREFIX) in run.data.class_names for name in mask_rates)
     assert all(math.isfinite(value) for _, metrics in sink.metrics for value in metrics.values())
 
     used_split = np.load(run.work_dir / "torchssl" / "fixmatch_cifar10_40_0" / "sampled_label_idx.npy")
@@ -285,9 +253,9 @@ def test_torchssl_trains_on_cpu_on_our_split_and_reports_under_our_names(tmp_pat
     assert result.iterations == 40
     assert result.final_metrics == sink.metrics[-1][1]
     assert np.array_equal(result.confusion_matrix, sink.confusion[-1][1])
-    assert result.best_top1 == max(metrics[names.EVAL_TOP1] for _, metrics in sink.metrics if names.EVAL_TOP1 in metrics)
+    assert result.best_top1 == max(metrics[interface.EVAL_TOP1] for _, metrics in sink.metrics if interface.EVAL_TOP1 in metrics)
     # the checkout is recorded once, as the run starts (provenance); the tree stayed clean, so nothing more is said
-    assert adapter.TorchSSLImplementation().provenance() == {"torchssl_commit": vendor.read_pin().commit,
+    assert adapter.TorchSSLImplementation().provenance() == {"torchssl_commit": pinned_checkout.read_pin().commit,
                                                              "torchssl_tree_clean": "true"}
     assert "torchssl_commit" not in result.extra and "torchssl_tree_clean" not in result.extra
     assert (result.extra["torchssl.num_train_iter"], result.extra["torchssl.batch_size"]) == (40, 8)
@@ -307,6 +275,6 @@ def test_an_interrupted_torchssl_run_resumes_from_its_checkpoint_to_the_same_len
     result = adapter.TorchSSLImplementation().train(run, sink)
 
     assert result.extra["torchssl_resumed_from"] == "10"
-    assert sink.steps_of(names.TRAIN_TOTAL_LOSS) == [15, 20]
-    assert sink.steps_of(names.EVAL_TOP1) == [11, 20]
+    assert sink.steps_of(interface.TRAIN_TOTAL_LOSS) == [15, 20]
+    assert sink.steps_of(interface.EVAL_TOP1) == [11, 20]
     assert result.iterations == 20

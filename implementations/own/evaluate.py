@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
-from implementations import interface as names
+from implementations import interface
 
 
 def classification_metrics(
@@ -30,18 +30,18 @@ def classification_metrics(
         true, predicted, labels=classes, average="macro", zero_division=0
     )
     metrics = {
-        names.EVAL_TOP1: float((predicted == true).mean()),
-        names.EVAL_TOP5: float((top5 == labels[:, None]).any(dim=1).float().mean()),
-        names.EVAL_PRECISION: float(precision),
-        names.EVAL_RECALL: float(recall),
-        names.EVAL_F1: float(f1),
-        names.EVAL_LOSS: loss,
+        interface.EVAL_TOP1: float((predicted == true).mean()),
+        interface.EVAL_TOP5: float((top5 == labels[:, None]).any(dim=1).float().mean()),
+        interface.EVAL_PRECISION: float(precision),
+        interface.EVAL_RECALL: float(recall),
+        interface.EVAL_F1: float(f1),
+        interface.EVAL_LOSS: loss,
     }
     if len(np.unique(true)) == num_classes:  # AUC is undefined for a class with no test image
         probabilities /= probabilities.sum(axis=1, keepdims=True)  # exact sum to 1 for sklearn's check
-        metrics[names.EVAL_AUC] = float(roc_auc_score(true, probabilities, multi_class="ovo", labels=classes))
+        metrics[interface.EVAL_AUC] = float(roc_auc_score(true, probabilities, multi_class="ovo", labels=classes))
     per_class_total = matrix.sum(axis=1)
     for index, class_name in enumerate(class_names):
         if per_class_total[index]:
-            metrics[names.EVAL_CLASS_ACCURACY_PREFIX + class_name] = float(matrix[index, index] / per_class_total[index])
+            metrics[interface.EVAL_CLASS_ACCURACY_PREFIX + class_name] = float(matrix[index, index] / per_class_total[index])
     return metrics, matrix

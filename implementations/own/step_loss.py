@@ -5,11 +5,15 @@ their method sheets share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from implementations.interface import TrainConfig
+
+if TYPE_CHECKING:  # flexmatch.py imports this module
+    from implementations.own.flexmatch import FlexMatchState
 
 
 @dataclass
@@ -23,7 +27,7 @@ class StepInputs:
     ramped_weight: float  # λ(t) = linear_rampup(λ, t, K, w): for the methods that ramp λ up; the others read λ
     num_classes: int
     config: TrainConfig
-    state: object | None  # the method's state beyond the weights (FlexMatch's pseudo-labels), else None
+    state: FlexMatchState | None  # the method's state beyond the weights (FlexMatch's pseudo-labels), else None
 
 
 @dataclass

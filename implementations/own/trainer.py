@@ -3,14 +3,13 @@
 evaluation, checkpoints). Each method is one small unit in its own file (methods.py lists them); this loop is
 the same for all.
 
-A checkpoint is written at every `checkpoint_interval` iterations, and also once `checkpoint_minutes` of
-training have passed since the last one, so that an interruption costs minutes. Each written checkpoint
-is reported to the sink (`MetricsSink.checkpointed`): what was logged up to it is then final.
+Logs, evaluations and checkpoints follow cadence.py (a checkpoint also after `checkpoint_minutes`, so that an
+interruption costs minutes). Each written checkpoint is reported to the sink (`MetricsSink.checkpointed`): what
+was logged up to it is then final.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from implementations import interface as names
+from implementations import interface
+from implementations.cadence import CheckpointSchedule, log_due
 from implementations.common import all_finite, first_line, write_atomically
 from implementations.interface import (
     CheckpointError,
@@ -28,9 +28,7 @@ from implementations.interface import (
     RunInputs,
     RunResult,
     TrainConfig,
-    class_signal_metrics,
     resolve_device,
-    training_signal_metrics,
 )
 from implementations.own.augment_batched import normalize
 from implementations.own.batches import Batch, TrainingBatches
@@ -40,6 +38,7 @@ from implementations.own.methods import new_method_state, own_method
 from implementations.own.step_loss import StepInputs, StepLoss, linear_rampup
 from implementations.own.wide_resnet import WideResNet
 from implementations.tf32 import tf32_in_force, true_fp32
+from implementations.training_window import TrainingWindow
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -177,7 +176,7 @@ class Checkpoint:
     def __init__(self, work_dir: Path):
         self.path = Path(work_dir) / CHECKPOINT_NAME
 
-    def restore(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingSignals) -> Progress:
+    def restore(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingWindow) -> Progress:
         """Where the run stands: the checkpoint's state restored into the run's parts, or a fresh Progress when
         there is none. Read on the CPU whatever the training device: each part moves its tensors where they belong
         (load_state_dict copies onto the device), and the random-stream states stay CPU byte tensors, the only
@@ -201,7 +200,7 @@ class Checkpoint:
                 "in a new MLflow run.") from None
         return saved["progress"]
 
-    def save(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingSignals,
+    def save(self, training: OwnTraining, batches: TrainingBatches, signals: TrainingWindow,
              progress: Progress) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         state = {"training": training.state_dict(), "batches": batches.state_dict(), "signals": signals.state_dict(),
@@ -211,101 +210,6 @@ class Checkpoint:
                  "progress": progress}
         # on disk before it replaces the previous one: the sink then calls it durable
         write_atomically(self.path, lambda file: torch.save(state, file))
-
-
-class TrainingSignals:
-    """Sums of the per-iteration training signals, kept on the device between log intervals, and the first
-    iteration whose loss was not finite (also on the device: checking it costs no host synchronisation
-    until the next log, evaluation or checkpoint, which read it before they report anything).
-
-    Threshold methods (their StepLoss has class_thresholds) add per class c: the threshold in force, how many
-    unlabeled images were pseudo-labelled c, and how many of those were kept."""
-
-    # supervised, unsupervised, total loss; kept pseudo-labels; correct kept pseudo-labels
-    SIZE = 5
-
-    def __init__(self, class_names: tuple[str, ...], device: torch.device):
-        self.class_names = class_names
-        self.sums = torch.zeros(self.SIZE, dtype=torch.float64, device=device)
-        # per class: threshold, pseudo-labelled images, kept ones
-        self.class_sums = torch.zeros(3, len(class_names), dtype=torch.float64, device=device)
-        self.first_non_finite_iteration = torch.zeros((), dtype=torch.int64, device=device)  # 0: none
-        self.unlabeled_images = 0
-        self.threshold_iterations = 0
-        self.iterations = 0
-        self.data_wait_seconds = 0.0
-        self.started = time.perf_counter()
-
-    def add(self, loss: StepLoss, unlabeled_true_labels: torch.Tensor | None, iteration: int) -> None:
-        if unlabeled_true_labels is None or loss.mask is None:  # no unlabeled batch, or a method without pseudo-labels
-            kept = correct = torch.zeros((), device=self.sums.device)
-        else:
-            kept = loss.mask.sum()
-            correct = (loss.mask * (loss.pseudo_labels == unlabeled_true_labels)).sum()
-            self.unlabeled_images += len(unlabeled_true_labels)
-        if loss.class_thresholds is not None:
-            self._add_per_class(loss)
-        total = loss.total.detach()
-        self.sums += torch.stack([loss.supervised.detach(), loss.unsupervised.detach(), total, kept, correct]).double()
-        first_bad = torch.where(torch.isfinite(total), 0, iteration)
-        self.first_non_finite_iteration = torch.where(self.first_non_finite_iteration > 0,
-                                                      self.first_non_finite_iteration, first_bad)
-        self.iterations += 1
-
-    def _add_per_class(self, loss: StepLoss) -> None:
-        counts = torch.zeros_like(self.class_sums[1:])  # per class: images pseudo-labelled so, and kept ones
-        counts.index_add_(1, loss.pseudo_labels, torch.stack([torch.ones_like(loss.mask), loss.mask]).double())
-        self.class_sums[0] += loss.class_thresholds.double()
-        self.class_sums[1:] += counts
-        self.threshold_iterations += 1
-
-    def raise_if_non_finite(self) -> None:
-        iteration = int(self.first_non_finite_iteration)
-        if iteration:
-            raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {iteration}; "
-                                     "the run is stopped")
-
-    def state_dict(self) -> dict:
-        """The window so far (a checkpoint may fall inside a log window): a resumed run logs the same means."""
-        return {"sums": self.sums.clone(), "class_sums": self.class_sums.clone(),
-                "unlabeled_images": self.unlabeled_images, "threshold_iterations": self.threshold_iterations,
-                "iterations": self.iterations, "data_wait_seconds": self.data_wait_seconds}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sums.copy_(state["sums"])
-        if "class_sums" in state:  # checkpoints written before the per-class signals have none
-            self.class_sums.copy_(state["class_sums"])
-            self.threshold_iterations = state["threshold_iterations"]
-        self.unlabeled_images = state["unlabeled_images"]
-        self.iterations = state["iterations"]
-        self.data_wait_seconds = state["data_wait_seconds"]
-
-    @contextlib.contextmanager
-    def paused(self):
-        """Evaluation and checkpointing do not count as training time."""
-        paused_at = time.perf_counter()
-        yield
-        self.started += time.perf_counter() - paused_at
-
-    def summarise(self, learning_rate: float) -> dict[str, float]:
-        """The means since the last summary (one host synchronisation), then start afresh."""
-        values = torch.cat([self.sums, self.class_sums.flatten()]).tolist()
-        supervised, unsupervised, total, kept, correct = values[:self.SIZE]
-        thresholds, pseudo_labelled, kept_per_class = np.reshape(values[self.SIZE:], (3, -1)).tolist()
-        metrics = training_signal_metrics(
-            (supervised, unsupervised, total, kept, self.unlabeled_images, correct),
-            self.iterations, learning_rate, time.perf_counter() - self.started, self.data_wait_seconds,
-        )
-        metrics.update(class_signal_metrics(thresholds, self.threshold_iterations, pseudo_labelled, kept_per_class,
-                                            self.class_names))
-        self.sums.zero_()
-        self.class_sums.zero_()
-        self.unlabeled_images = 0
-        self.threshold_iterations = 0
-        self.iterations = 0
-        self.data_wait_seconds = 0.0
-        self.started = time.perf_counter()
-        return metrics
 
 
 class Evaluator:
@@ -332,8 +236,8 @@ class Evaluator:
             raise NonFiniteLossError(f"the training loss became NaN or infinite at iteration {progress.iteration}: "
                                      "the EMA model's outputs are no longer finite; the run is stopped")
         metrics, confusion = classification_metrics(logits, self.labels, self.class_names)
-        if metrics[names.EVAL_TOP1] > progress.best_top1:
-            progress.best_top1, progress.best_iteration = metrics[names.EVAL_TOP1], progress.iteration
+        if metrics[interface.EVAL_TOP1] > progress.best_top1:
+            progress.best_top1, progress.best_iteration = metrics[interface.EVAL_TOP1], progress.iteration
         progress.last_evaluation, progress.confusion = metrics, confusion
         sink.log_metrics(metrics, step=progress.iteration)
         sink.log_confusion_matrix(confusion, step=progress.iteration)
@@ -365,7 +269,7 @@ class OwnTrainer:
         torch.manual_seed(config.seed)
         training = OwnTraining(config, run.data.num_classes, len(run.data.train_images), device)
         batches = TrainingBatches(run.data, run.labeled_indices, config, device)
-        signals = TrainingSignals(run.data.class_names, device)
+        signals = TrainingWindow(run.data.class_names, device)
         checkpoint = Checkpoint(run.work_dir)
         progress = checkpoint.restore(training, batches, signals)
         # Logged beyond the checkpoint by an interrupted attempt: abandoned, this attempt logs it again.
@@ -374,36 +278,37 @@ class OwnTrainer:
         evaluator = Evaluator(run, device)
         with true_fp32():
             evaluation_tf32 = tf32_in_force(device)
-        last_checkpoint_time = time.monotonic()
+        checkpoints = CheckpointSchedule(config.checkpoint_interval, config.checkpoint_minutes)
         while progress.iteration < config.iterations:
             waited_from = time.perf_counter()
             batch = batches.next()
             signals.data_wait_seconds += time.perf_counter() - waited_from
             loss, learning_rate = training.step(batch)
             progress.iteration += 1
-            signals.add(loss, batch.unlabeled_true_labels, progress.iteration)
+            signals.add(progress.iteration, loss.supervised, loss.unsupervised, loss.total, kept=loss.mask,
+                        pseudo_labels=loss.pseudo_labels, true_labels=batch.unlabeled_true_labels,
+                        class_thresholds=loss.class_thresholds)
             sink.progress(progress.iteration)
 
             iteration, last = progress.iteration, progress.iteration == config.iterations
-            log_due = iteration % config.log_interval == 0 or last
-            evaluation_due = iteration % config.eval_interval == 0 or last
-            checkpoint_due = (iteration % config.checkpoint_interval == 0 or last
-                              or time.monotonic() - last_checkpoint_time > 60 * config.checkpoint_minutes)
-            if not (log_due or evaluation_due or checkpoint_due):
+            logging = log_due(iteration, config.log_interval, config.iterations)
+            evaluating = log_due(iteration, config.eval_interval, config.iterations)
+            checkpointing = checkpoints.due(iteration, final=last)
+            if not (logging or evaluating or checkpointing):
                 continue
             # Nothing of this iteration is logged or checkpointed unless its loss, and the weights it left, are finite.
             signals.raise_if_non_finite()
-            if checkpoint_due:
+            if checkpointing:
                 training.raise_if_weights_non_finite(iteration)
-            training_signals = signals.summarise(learning_rate) if log_due else None  # ends the window's clock
-            with signals.paused():
-                if evaluation_due:
+            training_signals = signals.summarise(learning_rate) if logging else None  # ends the window's clock
+            with signals.clock.paused():
+                if evaluating:
                     evaluator.evaluate(training.ema.module, progress, sink)
                 if training_signals is not None:
                     sink.log_metrics(training_signals, step=iteration)
-                if checkpoint_due:
+                if checkpointing:
                     checkpoint.save(training, batches, signals, progress)
-                    last_checkpoint_time = time.monotonic()
+                    checkpoints.written()
                     sink.checkpointed(iteration)
 
         return RunResult(

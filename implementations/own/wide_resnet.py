@@ -33,7 +33,7 @@ def _conv3x3(in_channels: int, out_channels: int, stride: int, bias: bool) -> nn
 
 def _activation() -> nn.LeakyReLU:
     # In place on the batch-norm output, which nothing else keeps: the same values and gradients, one
-    # activation-sized tensor less per layer (measured: paper-step peak memory 5.0-5.9 instead of 7.7-8.2 GiB).
+    # activation-sized tensor less per layer (the peak memory it saves: docs/performance.md).
     return nn.LeakyReLU(LEAKY_RELU_SLOPE, inplace=True)
 
 

@@ -8,16 +8,7 @@ ours). The child streams TorchSSL's numbers back as JSON lines on a pipe, under 
 TorchSSL's algorithms (script, class, argument names, how its loop's variables map to our signals, what its
 checkpoint leaves out) is one table, algorithms.py.
 
-Arguments. Built as TorchSSL's own command line builds them, from the checkout: the argparse
-defaults of its <script>.py, then its config for the label count on top
-(config/<script>/<script>_cifar10_<N>_0.yaml; the 40-label file with `num_labels` replaced when
-there is none for N). Every TrainConfig field with a TorchSSL counterpart replaces its value
-(`SHARED_ARGUMENTS`, and the method's own fields under the names algorithms.py gives); the rest
-(`ENVIRONMENT_ARGS`) places its files in our work dir and runs one non-distributed process. With the paper
-preset the hyper-parameters are exactly the config's. Not mapped, and recorded as such: TorchSSL's
-RandAugment always applies 3 operations (ours: `randaugment_ops`, 2 in the paper), it trains in fp32
-(`amp: False`; `precision`, `channels_last`, `compile` and `augmentation` are own-implementation knobs), and
-its optimizer always uses Nesterov.
+Arguments: arguments.py (TorchSSL's own command line, from the checkout, with our hyper-parameters).
 
 Schedule. TorchSSL evaluates after the iteration whose 0-based index is a multiple of
 `num_eval_iter` (= our `eval_interval`), i.e. after 1, E+1, 2E+1, ... iterations, switches to every
@@ -36,7 +27,6 @@ the adapter ends the data stream at K, so every run trains exactly K iterations.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import json
 import os
@@ -44,137 +34,42 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
-import yaml
 
-from implementations.common import first_line, sentence, with_project_on_path, write_text_atomically
-from implementations.torchssl import checkout as vendor
+from implementations.common import (
+    first_line,
+    sentence,
+    with_project_on_path,
+    write_text_atomically,
+)
 from implementations.interface import (
-    ALGORITHMS, EVAL_TOP1, METHOD_FIELDS, CheckpointError, ImplementationNotReady, MetricsSink, NonFiniteLossError,
-    RunInputs, RunResult, TrainConfig, fields_of_algorithm, resolve_device,
+    EVAL_TOP1,
+    CheckpointError,
+    ImplementationNotReady,
+    MetricsSink,
+    NonFiniteLossError,
+    RunInputs,
+    RunResult,
+    TrainConfig,
+    fields_of_algorithm,
+    resolve_device,
 )
 from implementations.ledger import TORCHSSL_FIXED
+from implementations.torchssl import checkout as torchssl_checkout
 from implementations.torchssl.algorithms import TORCHSSL_ALGORITHMS
+from implementations.torchssl.arguments import (
+    CONFIG_FIELDS,
+    PER_EXECUTION_ARGS,
+    build_torchssl_args,
+    read_reference_config,
+    unsupported_reason,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-REFERENCE_CONFIG = "config/{script}/{script}_cifar10_{num_labels}_0.yaml"
-FALLBACK_CONFIG_LABELS = 40
 CHECKPOINT_NAME = "latest_model.pth"
 SPLIT_FILE = "sampled_label_idx.npy"
 EVALUATIONS_FILE = "evaluations.json"
-
-# TrainConfig field -> TorchSSL argument of the same meaning and unit, in every algorithm's script.
-SHARED_ARGUMENTS = {
-    "iterations": "num_train_iter",
-    "labeled_batch_size": "batch_size",
-    "learning_rate": "lr",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "ema_decay": "ema_m",
-    "depth": "depth",
-    "widen_factor": "widen_factor",
-    "eval_interval": "num_eval_iter",
-    "eval_batch_size": "eval_batch_size",
-    "seed": "seed",
-}
-# Every TrainConfig field the adapter reads: the hyper-parameters above, and what it needs to log, checkpoint
-# and refuse what TorchSSL cannot run (unsupported_reason). The other fields are own's alone.
-CONFIG_FIELDS = frozenset(SHARED_ARGUMENTS) | METHOD_FIELDS | {
-    "preset", "algorithm", "nesterov", "device", "log_interval", "checkpoint_interval", "checkpoint_minutes",
-}
-# Arguments that say where and how TorchSSL runs, not what it learns.
-ENVIRONMENT_ARGS = ("save_dir", "save_name", "resume", "load_path", "overwrite", "use_tensorboard", "data_dir",
-                    "num_workers", "gpu", "world_size", "rank", "multiprocessing_distributed", "distributed",
-                    "dist_url", "dist_backend")
-PER_EXECUTION_ARGS = ("resume", "load_path")
-
-
-def torchssl_hyperparameters(config: TrainConfig) -> dict[str, object]:
-    """Our hyper-parameters under TorchSSL's argument names: the shared ones, and those of the method."""
-    algorithm = TORCHSSL_ALGORITHMS[config.algorithm]
-    names = {**SHARED_ARGUMENTS, **{ours: algorithm.argument_name(ours) for ours in ALGORITHMS[config.algorithm].reads}}
-    return {theirs: getattr(config, ours) for ours, theirs in names.items()}
-
-
-def unsupported_reason(config: TrainConfig, num_labels: int, num_classes: int = 10) -> str | None:
-    """Why TorchSSL cannot run this configuration faithfully, or None."""
-    if not config.nesterov:
-        return "TorchSSL always uses Nesterov momentum, so nesterov=False cannot run with --impl torchssl."
-    if num_labels == num_classes == 10:
-        return ("TorchSSL replaces a 10-label CIFAR-10 split by its own fixed index table, so it cannot train on "
-                "our split with --labels 10; use another label count for --impl torchssl.")
-    return None
-
-
-def reference_config_path(checkout: Path, script: str, num_labels: int) -> Path:
-    """TorchSSL's config of the script for this label count, or the 40-label one when it has none."""
-    path = Path(checkout) / REFERENCE_CONFIG.format(script=script, num_labels=num_labels)
-    if path.exists():
-        return path
-    return Path(checkout) / REFERENCE_CONFIG.format(script=script, num_labels=FALLBACK_CONFIG_LABELS)
-
-
-def read_reference_config(checkout: Path, script: str, num_labels: int) -> dict[str, object]:
-    """TorchSSL's arguments as its own command line builds them: the argparse defaults of <script>.py,
-    then the config file for this label count on top (its `over_write_args_from_file`)."""
-    path = reference_config_path(checkout, script, num_labels)
-    try:
-        from_file = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
-        raise vendor.VendorError(f"TorchSSL's config {path} cannot be read ({error}).") from None
-    return {**read_argument_defaults(checkout, script), **from_file, "num_labels": num_labels}
-
-
-def read_argument_defaults(checkout: Path, script: str) -> dict[str, object]:
-    """The defaults of every `parser.add_argument` in TorchSSL's <script>.py, read from its source
-    (the config files leave some arguments, e.g. `clip`, to these defaults)."""
-    path = Path(checkout) / f"{script}.py"
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError) as error:
-        raise vendor.VendorError(f"TorchSSL's {path} cannot be read ({error}).") from None
-    defaults: dict[str, object] = {}
-    for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument"):
-            continue
-        flags = [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
-        keywords = {keyword.arg: keyword.value for keyword in node.keywords}
-        dest = ([flag for flag in flags if flag.startswith("--")] or flags)[0].lstrip("-").replace("-", "_")
-        if "dest" in keywords:
-            dest = ast.literal_eval(keywords["dest"])
-        if "default" in keywords:
-            defaults[dest] = _constant_expression(keywords["default"])
-        else:
-            action = ast.literal_eval(keywords["action"]) if "action" in keywords else None
-            defaults[dest] = {"store_true": False, "store_false": True}.get(action)
-    return defaults
-
-
-def _constant_expression(node: ast.expr) -> object:
-    """A literal, or arithmetic on literals such as `2 ** 20`."""
-    for inner in ast.walk(node):
-        if not isinstance(inner, (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop)):
-            raise ValueError(f"not a constant expression: {ast.unparse(node)}")
-    return eval(compile(ast.Expression(node), "<torchssl default>", "eval"), {"__builtins__": {}})
-
-
-def build_torchssl_args(reference: Mapping[str, object], config: TrainConfig, *, num_labels: int, num_classes: int,
-                        save_dir: Path, save_name: str, gpu: int, num_workers: int,
-                        load_path: Path | None) -> dict[str, object]:
-    """TorchSSL's argument namespace: its reference config, our hyper-parameters, our environment."""
-    args = dict(reference)
-    args.update(torchssl_hyperparameters(config))
-    args.update(
-        num_labels=num_labels, num_classes=num_classes, dataset="cifar10",
-        alg=TORCHSSL_ALGORITHMS[config.algorithm].script, epoch=1,
-        save_dir=str(save_dir), save_name=save_name, data_dir=str(Path(save_dir) / "data"),
-        resume=load_path is not None, load_path=str(load_path) if load_path is not None else None,
-        overwrite=True, use_tensorboard=False, num_workers=num_workers,
-        gpu=gpu, world_size=1, rank=0, multiprocessing_distributed=False, distributed=False,
-    )
-    return args
 
 
 class TorchSSLImplementation:
@@ -183,7 +78,7 @@ class TorchSSLImplementation:
     name = "torchssl"
     compared_with = None  # the reference: the others are compared with it
 
-    def __init__(self, checkout: vendor.VendorInfo | None = None):
+    def __init__(self, checkout: torchssl_checkout.VendorInfo | None = None):
         # None: the pinned checkout, verified before training (bench run). A caller that verified a checkout
         # itself may hand it over (the GPU check, on a machine without gitpython).
         self.checkout = checkout
@@ -202,16 +97,16 @@ class TorchSSLImplementation:
 
     def check_ready(self) -> None:
         try:
-            vendor.verify_checkout()
-        except vendor.VendorError as error:
+            torchssl_checkout.verify_checkout()
+        except torchssl_checkout.VendorError as error:
             message = sentence(error)
-            if vendor.SYNC_COMMAND not in message:
-                message = f"{message.rstrip('.')}; `{vendor.SYNC_COMMAND}` fetches the pinned TorchSSL checkout."
+            if torchssl_checkout.SYNC_COMMAND not in message:
+                message = f"{message.rstrip('.')}; `{torchssl_checkout.SYNC_COMMAND}` fetches the pinned TorchSSL checkout."
             raise ImplementationNotReady(message) from None
 
     def provenance(self) -> dict[str, str]:
         """The TorchSSL commit a run executes, and whether its tree is unmodified, as the worker finds it."""
-        checkout = self.checkout or vendor.inspect_checkout()
+        checkout = self.checkout or torchssl_checkout.inspect_checkout()
         return {"torchssl_commit": checkout.commit, "torchssl_tree_clean": str(checkout.clean).lower()}
 
     def method_sheet(self, config: TrainConfig) -> dict:
@@ -226,7 +121,7 @@ class TorchSSLImplementation:
         return seconds_per_iteration(config, data, labeled_indices)
 
     def train(self, run: RunInputs, sink: MetricsSink) -> RunResult:
-        checkout = self.checkout or vendor.verify_checkout()
+        checkout = self.checkout or torchssl_checkout.verify_checkout()
         reason = self.refusal(run.config, len(run.labeled_indices), run.data.num_classes)
         if reason:
             raise ValueError(reason)
@@ -237,13 +132,13 @@ class TorchSSLImplementation:
         stream = _ChildStream(save_dir / EVALUATIONS_FILE, sink)
         with _image_arrays(run, save_dir / "arrays") as arrays:
             stream.run(_child_spec(run, checkout, args, arrays, emulate_cuda=device == "cpu"), save_dir)
-        after = vendor.inspect_checkout(checkout.path) if self.checkout is None else checkout
+        after = torchssl_checkout.inspect_checkout(checkout.path) if self.checkout is None else checkout
         # provenance() recorded the checkout as the run started; a tree changed while it ran says so here
         changed = {} if after.clean and after.commit == checkout.commit else {"torchssl_tree_clean": "false"}
         return _run_result(stream, run.config, args, device, changed)
 
 
-def _prepare_save_folder(run: RunInputs, checkout: vendor.VendorInfo, save_dir: Path, device: str) -> dict:
+def _prepare_save_folder(run: RunInputs, checkout: torchssl_checkout.VendorInfo, save_dir: Path, device: str) -> dict:
     """TorchSSL's folder for the run, with our split in it, and its arguments: its own command line's, with ours on
     top, resuming from the checkpoint there when one is (refused in one sentence when it cannot be read)."""
     config, num_labels = run.config, len(run.labeled_indices)
@@ -267,7 +162,7 @@ def _prepare_save_folder(run: RunInputs, checkout: vendor.VendorInfo, save_dir: 
     return args
 
 
-def _child_spec(run: RunInputs, checkout: vendor.VendorInfo, args: dict, arrays: dict, emulate_cuda: bool) -> dict:
+def _child_spec(run: RunInputs, checkout: torchssl_checkout.VendorInfo, args: dict, arrays: dict, emulate_cuda: bool) -> dict:
     config = run.config
     return {
         "checkout": str(checkout.path),

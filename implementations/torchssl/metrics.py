@@ -15,7 +15,7 @@ by row), so the adapter recomputes the count matrix from the same predictions; t
 
 Training. TorchSSL logs its training dict only at evaluation iterations, one iteration's values.
 The adapter reads the same tensors every iteration from the loop's variables (algorithms.py) and averages
-them over our log interval, as the own implementation does:
+them over our log interval in the window own's loop uses too (training_window.py):
 
     sup_loss  -> train/supervised_loss         unsup_loss -> train/unsupervised_loss
     total_loss -> train/total_loss             lr (the rate the step used) -> train/lr
@@ -33,20 +33,17 @@ from __future__ import annotations
 from typing import Mapping
 
 import numpy as np
-import torch
 
-from implementations import interface as names
-from implementations.interface import class_signal_metrics, training_signal_metrics
-from implementations.torchssl.algorithms import IterationSignals
+from implementations import interface
 
 EVAL_NAMES = {
-    "eval/top-1-acc": names.EVAL_TOP1,
-    "eval/top-5-acc": names.EVAL_TOP5,
-    "eval/precision": names.EVAL_PRECISION,
-    "eval/recall": names.EVAL_RECALL,
-    "eval/F1": names.EVAL_F1,
-    "eval/AUC": names.EVAL_AUC,
-    "eval/loss": names.EVAL_LOSS,
+    "eval/top-1-acc": interface.EVAL_TOP1,
+    "eval/top-5-acc": interface.EVAL_TOP5,
+    "eval/precision": interface.EVAL_PRECISION,
+    "eval/recall": interface.EVAL_RECALL,
+    "eval/F1": interface.EVAL_F1,
+    "eval/AUC": interface.EVAL_AUC,
+    "eval/loss": interface.EVAL_LOSS,
 }
 
 
@@ -59,7 +56,7 @@ def per_class_accuracy(confusion_counts: np.ndarray, class_names: tuple[str, ...
     """`eval/class_accuracy/<class>` from a count matrix (rows = true class); classes without test images are left out."""
     counts = np.asarray(confusion_counts)
     totals = counts.sum(axis=1)
-    return {names.EVAL_CLASS_ACCURACY_PREFIX + class_name: float(counts[index, index] / totals[index])
+    return {interface.EVAL_CLASS_ACCURACY_PREFIX + class_name: float(counts[index, index] / totals[index])
             for index, class_name in enumerate(class_names) if totals[index]}
 
 
@@ -88,60 +85,3 @@ def _missing_scores(torchssl_eval: Mapping[str, object], scores: tuple[list, lis
         "eval/F1": sklearn.metrics.f1_score(true_labels, predicted, average="macro"),
         "eval/AUC": sklearn.metrics.roc_auc_score(true_labels, probabilities, multi_class="ovo"),
     }
-
-
-class TrainingWindow:
-    """Sums of the per-iteration training signals since the last log, kept on the training device."""
-
-    # supervised, unsupervised, total loss; kept pseudo-labels; unlabeled images; correct kept pseudo-labels
-    SIZE = 6
-
-    def __init__(self, class_names: tuple[str, ...], device: torch.device | str = "cpu"):
-        self.class_names = class_names
-        self.sums = torch.zeros(self.SIZE, dtype=torch.float64, device=device)
-        # per class: threshold sums, pseudo-labels, kept pseudo-labels
-        self.class_sums = torch.zeros(3, len(class_names), dtype=torch.float64, device=device)
-        self.threshold_iterations = 0
-        self.iterations = 0
-        self.data_wait_seconds = 0.0
-        self.training_seconds = 0.0
-        self.learning_rate = float("nan")
-
-    def add(self, signals: IterationSignals, true_labels: torch.Tensor | None, learning_rate: float,
-            data_wait_seconds: float, training_seconds: float) -> None:
-        """One iteration; `true_labels` are the hidden labels of its unlabeled images (None without pseudo-labels)."""
-        device = self.sums.device
-        supervised, unsupervised, total = (loss.detach().to(device).double() for loss in
-                                           (signals.supervised_loss, signals.unsupervised_loss, signals.total_loss))
-        kept_sum = unlabeled = correct = torch.zeros((), dtype=torch.float64, device=device)
-        if signals.kept is not None:
-            kept = signals.kept.detach().to(device).double()
-            pseudo_labels = signals.pseudo_labels.detach().to(device)
-            kept_sum, unlabeled = kept.sum(), torch.tensor(float(kept.numel()), dtype=torch.float64, device=device)
-            correct = (kept * (pseudo_labels == true_labels.to(device)).double()).sum()
-            classes = len(self.class_names)
-            self.class_sums[1] += torch.bincount(pseudo_labels, minlength=classes).double()
-            self.class_sums[2] += torch.bincount(pseudo_labels, weights=kept, minlength=classes)
-        if signals.class_thresholds is not None:
-            self.class_sums[0] += signals.class_thresholds.detach().to(device).double()
-            self.threshold_iterations += 1
-        self.sums += torch.stack([supervised, unsupervised, total, kept_sum, unlabeled, correct])
-        self.iterations += 1
-        self.learning_rate = float(learning_rate)
-        self.data_wait_seconds += data_wait_seconds
-        self.training_seconds += training_seconds
-
-    def summarise(self) -> dict[str, float]:
-        """The means since the last summary (one host synchronisation), then start afresh."""
-        metrics = training_signal_metrics(self.sums.tolist(), self.iterations, self.learning_rate,
-                                          self.training_seconds, self.data_wait_seconds)
-        thresholds, pseudo_label_counts, kept_counts = self.class_sums.tolist()
-        metrics.update(class_signal_metrics(thresholds, self.threshold_iterations, pseudo_label_counts, kept_counts,
-                                            self.class_names))
-        self.sums.zero_()
-        self.class_sums.zero_()
-        self.threshold_iterations = 0
-        self.iterations = 0
-        self.data_wait_seconds = 0.0
-        self.training_seconds = 0.0
-        return metrics

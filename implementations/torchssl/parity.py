@@ -13,16 +13,17 @@ import numpy as np
 import torch
 
 from implementations.common import with_project_on_path
-from implementations.torchssl import checkout as vendor
 from implementations.interface import ImageData, TrainConfig
-from implementations.torchssl.adapter import SPLIT_FILE, build_torchssl_args, read_reference_config
+from implementations.torchssl import checkout as torchssl_checkout
+from implementations.torchssl.adapter import SPLIT_FILE
+from implementations.torchssl.arguments import build_torchssl_args, read_reference_config
 
 
 def trace(config: TrainConfig, data: ImageData, labeled_indices: np.ndarray, inputs: dict,
           initial_weights: list[torch.Tensor], work_dir: Path) -> dict:
     """TorchSSL's trace (the layout of implementations/own/parity.py) for the given fixed inputs, starting
     from `initial_weights` (own's state_dict order, which is TorchSSL's)."""
-    checkout = vendor.verify_checkout()
+    checkout = torchssl_checkout.verify_checkout()
     work_dir = Path(work_dir).resolve()
     save_path = work_dir / "torchssl" / "parity"
     save_path.mkdir(parents=True, exist_ok=True)

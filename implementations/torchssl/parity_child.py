@@ -24,7 +24,8 @@ import functools  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from implementations.torchssl.child import make_torchssl_importable, read_spec, serve_our_arrays  # noqa: E402
+from implementations.torchssl.child import make_torchssl_importable, read_spec  # noqa: E402
+from implementations.torchssl.hooks import serve_our_arrays  # noqa: E402
 
 
 def _clone(tensor: torch.Tensor | None) -> torch.Tensor | None:
