@@ -21,7 +21,7 @@ from pathlib import Path
 from common import KeepingSink, subset_run_inputs
 
 from harness.presets import resolve_preset
-from implementations import interface as names
+from implementations import interface
 from implementations.own.trainer import OwnTrainer
 
 VARIANTS = {
@@ -47,7 +47,7 @@ def main() -> None:
             started = time.perf_counter()
             with tempfile.TemporaryDirectory() as work_dir:
                 result = OwnTrainer().train(subset_run_inputs(config, Path(work_dir), arguments.labels), KeepingSink())
-            top1[name].append(result.final_metrics[names.EVAL_TOP1] * 100)
+            top1[name].append(result.final_metrics[interface.EVAL_TOP1] * 100)
             print(f"seed {seed}  {name:22s} top-1 {top1[name][-1]:6.2f} %  ({time.perf_counter() - started:5.0f} s)",
                   flush=True)
 

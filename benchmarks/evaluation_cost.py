@@ -30,7 +30,7 @@ from harness import tracking
 from harness.data import load_cifar10
 from harness.presets import resolve_preset
 from harness.splits import draw_split
-from implementations import interface as names
+from implementations import interface
 from implementations.interface import RunInputs
 from implementations.own.trainer import Evaluator, OwnTraining, Progress
 
@@ -67,12 +67,12 @@ def main() -> None:
     print(f"evaluation, WRN-28-2 fp32 on this CPU: {statistics.median(seconds):.1f} s for {len(data.test_labels):,} "
           f"test images (repeats {', '.join(f'{s:.1f}' for s in seconds)}) → {per_evaluation:.0f} s for {TEST_IMAGES:,}")
 
-    metrics = {names.EVAL_TOP1: 0.5, names.EVAL_TOP5: 0.9, names.EVAL_PRECISION: 0.5, names.EVAL_RECALL: 0.5,
-               names.EVAL_F1: 0.5, names.EVAL_AUC: 0.9, names.EVAL_LOSS: 1.0,
-               **{names.EVAL_CLASS_ACCURACY_PREFIX + name: 0.5 for name in data.class_names}}
-    signals = {names.TRAIN_SUPERVISED_LOSS: 1.0, names.TRAIN_UNSUPERVISED_LOSS: 0.5, names.TRAIN_TOTAL_LOSS: 1.5,
-               names.TRAIN_MASK_RATE: 0.3, names.TRAIN_PSEUDO_LABEL_ACCURACY: 0.8, names.TRAIN_LR: 0.03,
-               names.TRAIN_ITERATIONS_PER_SECOND: 10.0, names.TRAIN_DATA_WAIT_SECONDS: 0.001}
+    metrics = {interface.EVAL_TOP1: 0.5, interface.EVAL_TOP5: 0.9, interface.EVAL_PRECISION: 0.5, interface.EVAL_RECALL: 0.5,
+               interface.EVAL_F1: 0.5, interface.EVAL_AUC: 0.9, interface.EVAL_LOSS: 1.0,
+               **{interface.EVAL_CLASS_ACCURACY_PREFIX + name: 0.5 for name in data.class_names}}
+    signals = {interface.TRAIN_SUPERVISED_LOSS: 1.0, interface.TRAIN_UNSUPERVISED_LOSS: 0.5, interface.TRAIN_TOTAL_LOSS: 1.5,
+               interface.TRAIN_MASK_RATE: 0.3, interface.TRAIN_PSEUDO_LABEL_ACCURACY: 0.8, interface.TRAIN_LR: 0.03,
+               interface.TRAIN_ITERATIONS_PER_SECOND: 10.0, interface.TRAIN_DATA_WAIT_SECONDS: 0.001}
     confusion = np.full((10, 10), 100)
     with tempfile.TemporaryDirectory() as folder:
         os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -44,7 +44,7 @@ from common import REPO_ROOT, SUBSET_DIR, KeepingSink, subset_run_inputs
 
 from harness.launch import worker_environment
 from harness.presets import resolve_preset
-from implementations import interface as names
+from implementations import interface
 from implementations.interface import TrainConfig
 from implementations.own.batches import TrainingBatches
 from implementations.own.trainer import OwnTrainer, OwnTraining
@@ -107,7 +107,7 @@ class Utilisation:
 
 def own_speed(config: TrainConfig, data_dir: Path, steps: int, label: str) -> None:
     """Seconds per training step of own's loop (batches and augmentation included), measured after warm-up."""
-    device = torch.device(names.resolve_device(config.device))
+    device = torch.device(interface.resolve_device(config.device))
     run = subset_run_inputs(config, Path(tempfile.mkdtemp()), data_dir=data_dir)
     torch.manual_seed(config.seed)
     training = OwnTraining(config, run.data.num_classes, len(run.data.train_images), device)
@@ -154,8 +154,8 @@ def torchssl_speed(config: TrainConfig, data_dir: Path, checkout_dir: Path, step
         except Exception:
             say("torchssl: FAILED; the end of its output:\n" + "\n".join(log.read_text().splitlines()[-30:]))
             raise
-    rates = [rate for _, rate in sorted(sink.metrics[names.TRAIN_ITERATIONS_PER_SECOND].items())][1:]
-    waits = [wait for _, wait in sorted(sink.metrics[names.TRAIN_DATA_WAIT_SECONDS].items())][1:]
+    rates = [rate for _, rate in sorted(sink.metrics[interface.TRAIN_ITERATIONS_PER_SECOND].items())][1:]
+    waits = [wait for _, wait in sorted(sink.metrics[interface.TRAIN_DATA_WAIT_SECONDS].items())][1:]
     say(f"torchssl: {statistics.median(rates):.2f} it/s (median of {len(rates)} log windows after the first), data "
         f"wait {statistics.median(waits) * 1000:.1f} ms/step")
 
@@ -229,10 +229,10 @@ def own_resume(config: TrainConfig, data_dir: Path) -> bool:
         say(f"own resume: FAILED in the new process: {finished.stderr.strip().splitlines()[-1:]}")
         return False
     resumed = {int(step): loss for step, loss in json.loads(finished.stdout.strip().splitlines()[-1]).items()}
-    expected = uninterrupted.metrics[names.TRAIN_TOTAL_LOSS]
+    expected = uninterrupted.metrics[interface.TRAIN_TOTAL_LOSS]
     largest = max(abs(resumed[step] - expected[step]) for step in range(5, 9))
     verdict = "ok" if sorted(resumed) == [5, 6, 7, 8] and largest <= RESUME_TOLERANCE else "FAILED"
-    say(f"own resume on {names.resolve_device(config.device)}: checkpoint of iteration 4 reloaded in a new process, "
+    say(f"own resume on {interface.resolve_device(config.device)}: checkpoint of iteration 4 reloaded in a new process, "
         f"losses at iterations 5-8 differ from the uninterrupted run's by at most {largest:.2e} "
         f"(tolerance {RESUME_TOLERANCE:g}): {verdict}")
     return verdict == "ok"
@@ -241,7 +241,7 @@ def own_resume(config: TrainConfig, data_dir: Path) -> bool:
 def resume_part(work_dir: Path, data_dir: Path, config: dict) -> None:
     sink = StoppingSink()
     OwnTrainer().train(subset_run_inputs(TrainConfig(**config), work_dir, data_dir=data_dir), sink)
-    print(json.dumps(sink.metrics[names.TRAIN_TOTAL_LOSS]))
+    print(json.dumps(sink.metrics[interface.TRAIN_TOTAL_LOSS]))
 
 
 def accuracy_sanity(config: TrainConfig, data_dir: Path, compare: bool) -> bool:
@@ -249,7 +249,7 @@ def accuracy_sanity(config: TrainConfig, data_dir: Path, compare: bool) -> bool:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work_dir:
         result = OwnTrainer().train(subset_run_inputs(config, Path(work_dir), num_labels=250, data_dir=data_dir), sink)
-    top1 = result.final_metrics[names.EVAL_TOP1]
+    top1 = result.final_metrics[interface.EVAL_TOP1]
     line = (f"own accuracy: cpu preset, 250 labels, seed 0, {config.iterations:,} iterations in "
             f"{time.perf_counter() - started:.0f} s: top-1 {100 * top1:.2f} %")
     if not compare:

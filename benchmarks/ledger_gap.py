@@ -27,7 +27,7 @@ import sys
 from common import REPO_ROOT, SUBSET_DIR
 
 from harness import tracking
-from implementations import interface as names
+from implementations import interface
 
 IMPLEMENTATIONS = ("own", "own-as-torchssl", "torchssl")
 
@@ -62,7 +62,7 @@ def main() -> None:
         raise SystemExit(f"bench run ended with exit code {completed.returncode}; run this again to resume.")
 
     client = tracking.resolve_store(output_dir).client()
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(interface.DEFAULT_EXPERIMENT)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     top1: dict[str, dict[int, float]] = {impl: {} for impl in IMPLEMENTATIONS}
     for run in tracking.search_runs_by_tags(client, experiment.experiment_id, {tracking.ROLE_TAG: tracking.CHILD}):
@@ -71,7 +71,7 @@ def main() -> None:
             continue
         seed = int(tags["seed"])
         if seed in seeds and seed not in top1[tags["impl"]]:  # newest first: the newest finished run counts
-            top1[tags["impl"]][seed] = 100 * run.data.metrics[names.EVAL_TOP1]
+            top1[tags["impl"]][seed] = 100 * run.data.metrics[interface.EVAL_TOP1]
 
     print(f"\n{args.preset} preset, {args.labels} labels, seeds {', '.join(map(str, seeds))}; top-1 % of the EMA model at "
           f"the last evaluation, real CIFAR-10 subset ({output_dir}):")

@@ -41,7 +41,7 @@ from common import KeepingSink, peak_rss_mib, subset_run_inputs
 from harness.presets import resolve_preset
 from harness.launch import with_kept_freed_memory
 from implementations.torchssl.checkout import VendorError, verify_checkout
-from implementations import interface as names
+from implementations import interface
 from implementations import implementation as registered
 from implementations.interface import resolve_device
 from implementations.own.wide_resnet import WideResNet
@@ -57,9 +57,9 @@ def measure_one(name: str, shape: str, iterations: int) -> dict:
     sink = KeepingSink()
     with tempfile.TemporaryDirectory() as work_dir:
         registered(name).train(subset_run_inputs(config, Path(work_dir)), sink)
-    windows = sink.metrics[names.TRAIN_ITERATIONS_PER_SECOND]
+    windows = sink.metrics[interface.TRAIN_ITERATIONS_PER_SECOND]
     rates = [rate for step, rate in sorted(windows.items())][1:] or list(windows.values())
-    waits = [wait for step, wait in sorted(sink.metrics[names.TRAIN_DATA_WAIT_SECONDS].items())][1:]
+    waits = [wait for step, wait in sorted(sink.metrics[interface.TRAIN_DATA_WAIT_SECONDS].items())][1:]
     return {"seconds_per_iteration": statistics.median(1 / rate for rate in rates),
             "data_wait_seconds": statistics.median(waits) if waits else float("nan"),
             "peak_rss_mib": peak_rss_mib()}

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from implementations.interface import DEFAULT_EXPERIMENT
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 def main() -> None:
@@ -20,7 +22,7 @@ def _store_options(output_dir_help: str):
         command = click.option("--tracking-uri", default=None, metavar="URI",
                                help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under "
                                     "--output-dir).")(command)
-        return click.option("--experiment", default="cifar10-fixmatch", show_default=True,
+        return click.option("--experiment", default=DEFAULT_EXPERIMENT, show_default=True,
                             help="MLflow experiment name.")(command)
     return decorate
 
@@ -191,11 +193,11 @@ def vendor() -> None:
               help="Git URL or local clone/mirror to fetch from (default: the pin's URL).")
 def vendor_sync(source: str | None) -> None:
     """Fetch TorchSSL at the pinned commit into the checkout folder and verify it."""
-    from implementations.torchssl import checkout as vendoring
+    from implementations.torchssl import checkout as torchssl_checkout
 
     try:
-        info = vendoring.sync_checkout(source)
-    except vendoring.VendorError as error:
+        info = torchssl_checkout.sync_checkout(source)
+    except torchssl_checkout.VendorError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"TorchSSL {info.commit} checked out at {info.path} (clean, matches the pin).")
 
@@ -203,17 +205,17 @@ def vendor_sync(source: str | None) -> None:
 @vendor.command("status")
 def vendor_status() -> None:
     """Print the checkout's path, commit and cleanliness; exit 1 unless it is the pin, unmodified."""
-    from implementations.torchssl import checkout as vendoring
+    from implementations.torchssl import checkout as torchssl_checkout
 
     try:
-        pin = vendoring.read_pin()
-        info = vendoring.inspect_checkout()
-    except vendoring.VendorError as error:
+        pin = torchssl_checkout.read_pin()
+        info = torchssl_checkout.inspect_checkout()
+    except torchssl_checkout.VendorError as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"path:   {info.path}")
     click.echo(f"commit: {info.commit} ({'matches the pin' if info.commit == pin.commit else f'pin is {pin.commit}'})")
     click.echo(f"tree:   {'clean' if info.clean else f'{len(info.changes)} local change(s)'}")
-    problem = vendoring.checkout_problem(info, pin)
+    problem = torchssl_checkout.checkout_problem(info, pin)
     if problem:
         raise click.ClickException(problem)
 

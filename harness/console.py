@@ -4,6 +4,8 @@ and its summary table."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import click
@@ -11,8 +13,21 @@ import click
 from harness.grid_runs import NOT_STARTED, RunOutcome
 from harness.plan import GridPlan, PlannedRun
 
+if TYPE_CHECKING:  # imported when the first bar is drawn
+    from tqdm import tqdm
 
-class Progress:
+
+@dataclass
+class RunBar:
+    """One running run's tqdm bar, the line it holds, and whether it counts yet (a resumed run's bar starts counting
+    at its checkpoint's iteration, from the first progress event)."""
+
+    tqdm_bar: tqdm
+    slot: int
+    counting: bool = False
+
+
+class GridBars:
     """A tqdm bar per running run (iteration, it/s, ETA, latest top-1) under a grid line; plain lines
     (one per evaluation and per run end) when stderr is not a terminal."""
 
@@ -27,7 +42,7 @@ class Progress:
         self.grid_bar = tqdm(total=total, position=0, leave=False, unit="run", dynamic_ncols=True,
                              bar_format="grid {n}/{total} runs ended |{bar:20}| {desc}",
                              disable=not self.interactive or total == 0)
-        self.slots: list[object | None] = []
+        self.slots: list[RunBar | None] = []
         self._update_grid()
 
     def _update_grid(self) -> None:
@@ -47,21 +62,20 @@ class Progress:
         slot = next((index for index, taken in enumerate(self.slots) if taken is None), len(self.slots))
         if slot == len(self.slots):
             self.slots.append(None)
-        bar = self.tqdm(total=total_iterations, desc=name, position=slot + 1, leave=False, unit="it",
-                        dynamic_ncols=True, postfix="starting" if note == "started" else note)
-        bar.slot = slot
-        bar.started = False
+        bar = RunBar(self.tqdm(total=total_iterations, desc=name, position=slot + 1, leave=False, unit="it",
+                               dynamic_ncols=True, postfix="starting" if note == "started" else note), slot)
         self.slots[slot] = bar
         return bar
 
-    def run_progress(self, bar, name: str, iteration: int, top1: float | None, evaluated: bool) -> None:
+    def run_progress(self, run_bar: RunBar | None, name: str, iteration: int, top1: float | None, evaluated: bool) -> None:
         top1_text = "top-1 –" if top1 is None else f"top-1 {100 * top1:.2f}%"
-        if bar is None:
+        if run_bar is None:
             if evaluated:
                 self.write(f"{name}: iteration {iteration}, {top1_text}")
             return
-        if not bar.started:  # a resumed run starts counting where its checkpoint left off
-            bar.started = True
+        bar = run_bar.tqdm_bar
+        if not run_bar.counting:  # a resumed run starts counting where its checkpoint left off
+            run_bar.counting = True
             bar.reset(total=bar.total)
             bar.initial = bar.n = iteration
             bar.last_print_n = iteration
@@ -75,12 +89,12 @@ class Progress:
         self.grid_bar.update(1)
         self._update_grid()
 
-    def run_ended(self, bar, outcome: RunOutcome | None, log_tail: str) -> None:
+    def run_ended(self, bar: RunBar | None, outcome: RunOutcome | None, log_tail: str) -> None:
         """`outcome` None: the run goes back to waiting (its worker is followed, or resumed, next)."""
         self.running -= 1
         if bar is not None:
             self.slots[bar.slot] = None
-            bar.close()
+            bar.tqdm_bar.close()
         if outcome is None:
             self._update_grid()
             return
@@ -98,7 +112,7 @@ class Progress:
     def close(self) -> None:
         for bar in self.slots:
             if bar is not None:
-                bar.close()
+                bar.tqdm_bar.close()
         self.grid_bar.close()
 
 

@@ -10,7 +10,7 @@ from harness import tracking
 from harness.layout import split_path, work_dir
 from harness.plan import GridPlan, PlannedRun
 from harness.worker import SPEC_FILE, RunSpec
-from implementations.interface import EVAL_TOP1
+from implementations.interface import EVAL_TOP1, SUMMARY_BEST_TOP1
 
 
 NOT_STARTED = "NOT STARTED"
@@ -32,7 +32,7 @@ class RunOutcome:
 def outcome_from_store(client, name: str, run_id: str) -> RunOutcome:
     run = client.get_run(run_id)
     metrics = run.data.metrics
-    best = metrics.get("summary/best_top1")
+    best = metrics.get(SUMMARY_BEST_TOP1)
     if best is None and EVAL_TOP1 in metrics:
         best = max(point.value for point in client.get_metric_history(run_id, EVAL_TOP1))
     wall = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None
@@ -43,7 +43,7 @@ def outcome_from_store(client, name: str, run_id: str) -> RunOutcome:
 def end_parent(client, experiment_id: str, parent_run_id: str) -> None:
     """A parent is FINISHED when all its children are; else FAILED if one failed, else KILLED; it stays
     RUNNING while a worker (of any `bench run`) runs one of its children."""
-    children = tracking.search_runs_by_tags(client, experiment_id, {"mlflow.parentRunId": parent_run_id})
+    children = tracking.search_runs_by_tags(client, experiment_id, {tracking.PARENT_RUN_ID_TAG: parent_run_id})
     statuses = {child.info.status for child in children}
     if "RUNNING" in statuses:
         return

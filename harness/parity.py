@@ -86,7 +86,7 @@ def parity_config(options: ParityOptions) -> TrainConfig:
 
 
 def run_parity(options: ParityOptions) -> int:
-    from implementations.torchssl import checkout as vendor
+    from implementations.torchssl import checkout as torchssl_checkout
     from harness.data import DataError, load_cifar10
     from harness.splits import SplitError, draw_split
     from implementations.own import parity as own_parity
@@ -96,8 +96,8 @@ def run_parity(options: ParityOptions) -> int:
         raise click.UsageError(f"--steps must be at least 1, got {options.steps}.")
     config = parity_config(options)
     try:
-        vendor.verify_checkout()
-    except vendor.VendorError as error:
+        torchssl_checkout.verify_checkout()
+    except torchssl_checkout.VendorError as error:
         raise click.ClickException(f"{sentence(error)} The parity check runs TorchSSL's own code.") from None
     try:
         data = load_cifar10(options.data_dir)
@@ -131,10 +131,10 @@ def run_parity(options: ParityOptions) -> int:
 
 
 def _header(options: ParityOptions, config: TrainConfig, data) -> str:
-    from implementations.torchssl import checkout as vendor
+    from implementations.torchssl import checkout as torchssl_checkout
 
     kept = f"; left at own's default: {', '.join(options.own_defaults)}" if options.own_defaults else ""
-    return (f"bench parity: own-as-torchssl against TorchSSL {vendor.read_pin().commit[:7]}, "
+    return (f"bench parity: own-as-torchssl against TorchSSL {torchssl_checkout.read_pin().commit[:7]}, "
             f"WRN-{config.depth}-{config.widen_factor}, {options.labels} labels, seed {options.seed}, "
             f"{options.steps} steps of {config.labeled_batch_size} + {config.unlabeled_batch_size} + "
             f"{config.unlabeled_batch_size} real CIFAR-10 images ({data.identity}), threshold "

@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,7 +19,12 @@ from harness.launch import GpuChoiceError, grid_gpus, visible_gpu_count, why_no_
 from harness.presets import PRESETS, resolve_preset
 from implementations import implementation, implementation_names
 from implementations.common import sentence
-from implementations.interface import ALGORITHMS, ImageData, ImplementationNotReady, TrainConfig, for_algorithm
+from implementations.interface import (ALGORITHMS, DEFAULT_EXPERIMENT, NOT_IDENTITY, ImageData, ImplementationNotReady,
+                                       TrainConfig, for_algorithm)
+
+if TYPE_CHECKING:  # slurm.py imports this module; splits.py loads when splits are drawn
+    from harness.slurm import SlurmOptions
+    from harness.splits import LabelSplit
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class GridOptions:
     device: str = "auto"
     data_dir: Path = Path("data")
     download: bool = False
-    experiment: str = tracking.DEFAULT_EXPERIMENT
+    experiment: str = DEFAULT_EXPERIMENT
     tracking_uri: str | None = None
     output_dir: Path = Path("runs")
     max_parallel: int | None = None
@@ -48,7 +54,7 @@ class GridOptions:
     augmentation: str | None = None
     yes: bool = False  # start even when the grid would take more than a day here
     executor: str = "local"  # local: worker processes here; slurm: one Slurm job per run (harness/slurm.py)
-    slurm: object = None  # harness.slurm.SlurmOptions, for --executor slurm
+    slurm: SlurmOptions | None = None  # for --executor slurm
     allow_sqlite: bool = False  # --executor slurm on a sqlite store all the same
 
 
@@ -58,7 +64,7 @@ class PlannedRun:
     labels: int
     seed: int
     config: TrainConfig
-    split: object  # harness.splits.LabelSplit
+    split: LabelSplit
     run_key: str
 
     @property
@@ -333,12 +339,9 @@ def _draw_splits(data: ImageData, data_dir: Path, label_counts, seeds) -> dict:
     return splits
 
 
-NOT_IDENTITY = frozenset({"device", "compile_augmentation"})
-
-
 def run_key(impl: str, labels: int, seed: int, config: TrainConfig, split_digest: str) -> str:
-    """impl-labels-seed-preset-<hash>: the hash covers every field the implementation reads (not NOT_IDENTITY's,
-    which say how a run executes, not what it computes) and the split, so a changed setting or different
+    """impl-labels-seed-preset-<hash>: the hash covers every field the implementation reads (not those declared
+    identity=False on TrainConfig, which say how a run executes, not what it computes) and the split, so a changed setting or different
     data makes a new run, the same command finds its run again, and a field an implementation never reads
     (e.g. own's augmentation for TorchSSL) makes no new run of it."""
     used = implementation(impl).fields_read(config.algorithm)

@@ -1,9 +1,9 @@
 """Named configurations: the paper's protocol, and CPU-sized ones that finish here.
 
 Precision follows what was measured fastest (benchmarks/train_throughput.py). The paper preset takes
-"auto": bf16 autocast on a GPU and on a CPU with AMX, fp32 on other CPUs (on this project's AVX-512 CPU
-without AMX, oneDNN's bf16 convolutions are slower than its fp32 ones). The narrow CPU-sized networks
-train in fp32, where the casts around each small convolution cost more than bf16 saves.
+"auto": bf16 autocast on a GPU and on a CPU with AMX, fp32 on other CPUs (where oneDNN's bf16 convolutions
+were measured slower than its fp32 ones: docs/performance.md). The narrow CPU-sized networks train in fp32,
+where the casts around each small convolution cost more than bf16 saves.
 """
 
 from implementations.interface import TrainConfig

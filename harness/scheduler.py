@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import tracking
-from harness.console import Progress
+from harness.console import GridBars, RunBar
 from harness.grid_runs import RunOutcome, outcome_from_store, prepare_run
 from harness.launch import GpuSlots, worker_command, worker_environment
 from harness.layout import process_alive, read_worker_file, run_folder, worker_holds
@@ -44,7 +44,7 @@ LOG_TAIL_LINES = 20
 
 
 @dataclass
-class _Active:
+class WatchedRun:
     """A run this runner watches: a worker it started (`process`), or one it attached to."""
 
     planned: PlannedRun
@@ -56,7 +56,7 @@ class _Active:
     gpu_id: str | None = None  # as its CUDA_VISIBLE_DEVICES names it
     started: float = 0.0
     log_offset: int = 0
-    bar: object = None
+    bar: RunBar | None = None
     last_iteration: int = 0
     last_top1: float | None = None
     last_checkpoint: int | None = None
@@ -84,11 +84,11 @@ class Scheduler:
         self.client = client
         self.experiment_id = experiment_id
         self.pending = deque(pending)
-        self.active: dict[str, _Active] = {}  # by run key
+        self.active: dict[str, WatchedRun] = {}  # by run key
         self.outcomes = outcomes
         self.events: queue.Queue = queue.Queue()
         self.gpu_slots = GpuSlots(plan.gpu_ids)
-        self.progress = Progress(total=len(pending))
+        self.bars = GridBars(total=len(pending))
         self.stopping = False
         self.touched_parents: set[str] = set()
         self.relaunches: dict[str, int] = {}
@@ -108,7 +108,7 @@ class Scheduler:
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
             signal.signal(signal.SIGINT, previous_sigint)
-            self.progress.close()
+            self.bars.close()
 
     def _loop(self) -> None:
         while self.pending or self.active:
@@ -141,11 +141,11 @@ class Scheduler:
                 if existing is not None and existing.info.status == "FINISHED":  # finished meanwhile, elsewhere
                     self.outcomes[planned.run_key] = outcome_from_store(self.client, planned.name, existing.info.run_id)
                     self.outcomes[planned.run_key].previously_finished = True
-                    self.progress.run_skipped()
+                    self.bars.run_skipped()
                     run_lock.close()
                     return
                 spec = prepare_run(plan, self.client, self.experiment_id, planned, existing, folder,
-                                    self.touched_parents, self.progress.write)
+                                    self.touched_parents, self.bars.write)
                 write_worker_file(folder, {"run_id": spec.run_id, "work_dir": spec.work_dir, "runner_pid": os.getpid()})
             except BaseException:
                 run_lock.close()
@@ -155,18 +155,18 @@ class Scheduler:
     def _attach(self, planned: PlannedRun, folder: Path) -> None:
         """Another worker holds the run lock: follow it until it ends."""
         holder = read_worker_file(folder)
-        active = _Active(planned, holder.get("run_id", ""), Path(holder.get("work_dir", folder)),
+        active = WatchedRun(planned, holder.get("run_id", ""), Path(holder.get("work_dir", folder)),
                          worker_pid=holder.get("worker_pid"), started=time.monotonic())
         active.adopted = not process_alive(holder.get("runner_pid"))
         self.active[planned.run_key] = active
         whose = "whose `bench run` is gone" if active.adopted else "of another `bench run`"
-        active.bar = self.progress.run_started(planned.name, planned.config.iterations,
+        active.bar = self.bars.run_started(planned.name, planned.config.iterations,
                                                note=f"attached to its running worker ({whose})")
         self._show_attached_progress(active)
 
     def _launch(self, planned: PlannedRun, spec: RunSpec, run_lock) -> None:
         folder = Path(spec.work_dir)
-        active = _Active(planned, spec.run_id, folder)
+        active = WatchedRun(planned, spec.run_id, folder)
         log_path = folder / LOG_FILE
         with open(log_path, "ab") as log:
             active.log_offset = log.tell()
@@ -187,7 +187,7 @@ class Scheduler:
                 run_lock.close()
         active.started = time.monotonic()
         self.active[planned.run_key] = active
-        active.bar = self.progress.run_started(planned.name, planned.config.iterations)
+        active.bar = self.bars.run_started(planned.name, planned.config.iterations)
         threading.Thread(target=self._read_events, args=(planned.run_key, active.process), daemon=True).start()
 
     # -- following workers ----------------------------------------------------------------------------------
@@ -202,16 +202,16 @@ class Scheduler:
                 self.events.put(("event", key, event))
         self.events.put(("exit", key, process.wait()))
 
-    def _on_event(self, active: _Active, event: dict) -> None:
+    def _on_event(self, active: WatchedRun, event: dict) -> None:
         if event.get("event") == "progress":
             active.last_iteration = int(event.get("iteration", 0))
             active.last_checkpoint = event.get("checkpoint")
-            self.progress.run_progress(active.bar, active.name, active.last_iteration, event.get("top1"),
+            self.bars.run_progress(active.bar, active.name, active.last_iteration, event.get("top1"),
                                        bool(event.get("evaluated")))
         elif event.get("event") == "finished" and event.get("wall_seconds") is not None:
             active.worker_seconds = float(event["wall_seconds"])
 
-    def _show_attached_progress(self, active: _Active) -> None:
+    def _show_attached_progress(self, active: WatchedRun) -> None:
         try:
             event = json.loads((active.work_dir / PROGRESS_FILE).read_text())
         except (OSError, ValueError):
@@ -232,18 +232,18 @@ class Scheduler:
             del self.active[key]  # the worker is gone
             self._record_end(active, self._ended_outcome(active, None))
 
-    def _on_exit(self, active: _Active, return_code: int) -> None:
+    def _on_exit(self, active: WatchedRun, return_code: int) -> None:
         key = active.planned.run_key
         del self.active[key]
         kill_process_group(active.process.pid)  # anything the worker left behind (e.g. TorchSSL's process)
         self.gpu_slots.give_back(active.gpu_id)
         if return_code == EXIT_BUSY:  # another `bench run` started it in the moment between: follow that one
-            self.progress.run_ended(active.bar, None, "")
+            self.bars.run_ended(active.bar, None, "")
             self.pending.appendleft(active.planned)
             return
         self._record_end(active, self._ended_outcome(active, return_code))
 
-    def _ended_outcome(self, active: _Active, return_code: int | None) -> RunOutcome:
+    def _ended_outcome(self, active: WatchedRun, return_code: int | None) -> RunOutcome:
         try:
             return self._outcome_recorded(active, return_code)
         except Exception as error:  # the store cannot be reached: what the worker logged waits in its journal
@@ -251,7 +251,7 @@ class Scheduler:
                               message=f"the MLflow store could not be read ({sentence(error)}); run the same "
                                       "command again once it is reachable: the run's numbers wait in its work dir")
 
-    def _outcome_recorded(self, active: _Active, return_code: int | None) -> RunOutcome:
+    def _outcome_recorded(self, active: WatchedRun, return_code: int | None) -> RunOutcome:
         outcome = outcome_from_store(self.client, active.name, active.run_id) if active.run_id else \
             RunOutcome(active.name, "", "KILLED", message="its worker ended without saying which run it was")
         if outcome.status in ("RUNNING", "SCHEDULED") and active.run_id:  # the worker died without ending its run
@@ -271,20 +271,20 @@ class Scheduler:
             outcome.log_path = active.work_dir / LOG_FILE
         return outcome
 
-    def _record_end(self, active: _Active, outcome: RunOutcome) -> None:
+    def _record_end(self, active: WatchedRun, outcome: RunOutcome) -> None:
         key = active.planned.run_key
         attached = active.process is None
         # An attached worker that stopped unfinished (killed by its user, or by a closed terminal's runner) is
         # resumed by this runner, once; its own runner may be gone.
         if attached and outcome.status != "FINISHED" and not self.stopping and self.relaunches.get(key, 0) < 1:
             self.relaunches[key] = self.relaunches.get(key, 0) + 1
-            self.progress.run_ended(active.bar, None, "")
-            self.progress.write(f"{active.name}: the worker this runner followed ended {outcome.status}; resuming it.")
+            self.bars.run_ended(active.bar, None, "")
+            self.bars.write(f"{active.name}: the worker this runner followed ended {outcome.status}; resuming it.")
             self.pending.appendleft(active.planned)
             return
         self.outcomes[key] = outcome
         tail = "" if outcome.status == "FINISHED" or outcome.log_path is None else _log_tail(outcome.log_path, active.log_offset)
-        self.progress.run_ended(active.bar, outcome, tail)
+        self.bars.run_ended(active.bar, outcome, tail)
 
     def _stop_all(self) -> None:
         """Ctrl-C or SIGTERM: start nothing more; stop the workers this runner started or adopted; wait until
@@ -294,11 +294,11 @@ class Scheduler:
         others = [active for active in self.active.values() if active.process is None and not active.adopted]
         for active in others:
             del self.active[active.planned.run_key]
-            self.progress.run_ended(active.bar, None, "")
+            self.bars.run_ended(active.bar, None, "")
         if others:
-            self.progress.write(f"Leaving {len(others)} run(s) to the `bench run` that started them: "
+            self.bars.write(f"Leaving {len(others)} run(s) to the `bench run` that started them: "
                                 + ", ".join(active.name for active in others) + ".")
-        self.progress.write("Stopping: each running worker ends its MLflow run as KILLED and keeps its last checkpoint "
+        self.bars.write("Stopping: each running worker ends its MLflow run as KILLED and keeps its last checkpoint "
                             "(which one, each run's line below says; Ctrl-C again to kill them at once)...")
         for active in self.active.values():
             pid = active.process.pid if active.process is not None else active.worker_pid

@@ -341,7 +341,7 @@ def show_status(output_dir: Path, experiment: str, tracking_uri: str | None) -> 
                 "--executor slurm` submits it again, and it resumes from its last checkpoint")
             run = client.get_run(run.info.run_id)
         submitted.append((folder, record, run, state))
-    for parent in {run.data.tags.get("mlflow.parentRunId") for _, _, run, _ in submitted if run is not None} - {None}:
+    for parent in {run.data.tags.get(tracking.PARENT_RUN_ID_TAG) for _, _, run, _ in submitted if run is not None} - {None}:
         end_parent(client, client.get_run(parent).info.experiment_id, parent)
     rows = [("run", "Slurm job", "job state", "MLflow", "iteration", "top-1")]
     for folder, record, run, state in submitted:

@@ -20,6 +20,7 @@ from pathlib import Path
 import click
 
 from harness import tracking
+from implementations.interface import DEFAULT_EXPERIMENT
 
 SECONDS_TO_START = 120
 SECONDS_TO_STOP = 15
@@ -81,7 +82,7 @@ def serve_ui(output_dir: Path | str, tracking_uri: str | None = None, host: str 
 def _runs_view(client, url: str) -> str:
     """The experiment's training runs, every child run listed (not folded under its parent), in impl, labels,
     seed order."""
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     if experiment is None:
         return url
     tracking.mark_as_model_training(client, experiment)  # a store made before `bench run` marked it

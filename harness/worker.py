@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Mapping
 
-from implementations import interface as names
+from implementations import interface
+from implementations.cadence import Throttle
 from implementations.common import write_text_atomically
 from implementations.interface import CheckpointError, NonFiniteLossError, RunInputs, TrainConfig
 
@@ -86,15 +87,13 @@ class Stopped(BaseException):
     """SIGTERM or SIGINT reached the worker: the run ends KILLED, its checkpoint kept."""
 
 
-class ProgressEvents:
+class RunnerEvents:
     """JSON lines to the runner; the latest progress event also in the work dir, for a runner that attaches.
 
     The sink's listener: a progress event after every log window and evaluation, and in between as training
-    goes on, the first at once and then every PROGRESS_SECONDS, so that the runner's bar shows the rate and an
-    estimate of the time left from the first iterations.
+    goes on, the first at once and then every cadence.PROGRESS_SECONDS, so that the runner's bar shows the rate and
+    an estimate of the time left from the first iterations.
     """
-
-    PROGRESS_SECONDS = 2.0
 
     def __init__(self, stream: IO[str], total_iterations: int, progress_path: Path | None = None):
         self.stream = stream
@@ -103,7 +102,7 @@ class ProgressEvents:
         self.latest_top1: float | None = None
         self.last_iteration = 0
         self.last_checkpoint: int | None = None
-        self.next_progress_at = 0.0
+        self.progress_reports = Throttle()
         self.stop_signal: str | None = None  # set by `stop`, the SIGTERM and SIGINT handler
 
     def stop(self, signal_number, _frame) -> None:
@@ -140,14 +139,14 @@ class ProgressEvents:
 
     def on_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self.last_iteration = max(self.last_iteration, int(step))
-        if names.EVAL_TOP1 in metrics:
-            self.latest_top1 = float(metrics[names.EVAL_TOP1])
-        self._send_progress(evaluated=names.EVAL_TOP1 in metrics)
+        if interface.EVAL_TOP1 in metrics:
+            self.latest_top1 = float(metrics[interface.EVAL_TOP1])
+        self._send_progress(evaluated=interface.EVAL_TOP1 in metrics)
         self._stop_if_signalled()
 
     def on_progress(self, iteration: int) -> None:
         self.last_iteration = iteration
-        if time.monotonic() >= self.next_progress_at:
+        if self.progress_reports.due():
             self._send_progress(evaluated=False)
         self._stop_if_signalled()
 
@@ -159,7 +158,7 @@ class ProgressEvents:
         self._stop_if_signalled()
 
     def _send_progress(self, evaluated: bool) -> None:
-        self.next_progress_at = time.monotonic() + self.PROGRESS_SECONDS
+        self.progress_reports.restart()
         self.send("progress", iteration=self.last_iteration, total=self.total_iterations, top1=self.latest_top1,
                   evaluated=evaluated, checkpoint=self.last_checkpoint)
 
@@ -230,7 +229,7 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
                                                    "worker_pid": os.getpid(), "runner_pid": os.getppid()})
     started = time.monotonic()
     config = spec.train_config()
-    events = ProgressEvents(events_stream, config.iterations, Path(spec.work_dir) / PROGRESS_FILE)
+    events = RunnerEvents(events_stream, config.iterations, Path(spec.work_dir) / PROGRESS_FILE)
     print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at {_now()}", file=sys.stderr,
           flush=True)
     client = _tracking_client(spec)
@@ -259,14 +258,14 @@ class _Attempt:
 
     status: str = "FAILED"
     message: str = ""
-    result: object = None  # implementations.interface.RunResult, when training returned
+    result: interface.RunResult | None = None  # when training returned
     run_started: bool = False  # the MLflow run was started in this process (mlflow.start_run)
 
     def finished_event(self, wall_seconds: float) -> dict:
         finished = {"status": self.status, "message": self.message, "wall_seconds": wall_seconds}
         if self.result is not None:
             finished.update(iterations=self.result.iterations, best_top1=self.result.best_top1,
-                            final_top1=self.result.final_metrics.get(names.EVAL_TOP1))
+                            final_top1=self.result.final_metrics.get(interface.EVAL_TOP1))
         return finished
 
 
@@ -283,7 +282,7 @@ def _tracking_client(spec: RunSpec):
     return tracking.LockRetryingClient(spec.tracking_uri)
 
 
-def _train(spec: RunSpec, config: TrainConfig, client, events: ProgressEvents, attempt: _Attempt):
+def _train(spec: RunSpec, config: TrainConfig, client, events: RunnerEvents, attempt: _Attempt):
     """Start (or resume) the run's MLflow run, record what its numbers depend on, train, record the result."""
     import mlflow
 
@@ -292,7 +291,7 @@ def _train(spec: RunSpec, config: TrainConfig, client, events: ProgressEvents, a
 
     tracking.configure_system_metrics()
     run = client.get_run(spec.run_id)
-    events.latest_top1 = run.data.metrics.get(names.EVAL_TOP1)  # a resumed run's last evaluation
+    events.latest_top1 = run.data.metrics.get(interface.EVAL_TOP1)  # a resumed run's last evaluation
     tracking.clear_error(client, run)
     tracking.retry_while_locked(lambda: mlflow.start_run(run_id=spec.run_id, log_system_metrics=True))
     attempt.run_started = True
@@ -308,7 +307,7 @@ def _train(spec: RunSpec, config: TrainConfig, client, events: ProgressEvents, a
     return result
 
 
-def _failure(error: BaseException, events: ProgressEvents) -> tuple[str, str]:
+def _failure(error: BaseException, events: RunnerEvents) -> tuple[str, str]:
     """The status and message of an attempt that raised; called inside its `except`."""
     from harness import tracking
 
@@ -389,9 +388,9 @@ def _record_run_facts(client, spec: RunSpec, config: TrainConfig, inputs: RunInp
 def _record_result(client, spec: RunSpec, inputs: RunInputs, result) -> None:
     from harness import tracking
 
-    tracking.log_metrics_at(client, spec.run_id, {"summary/best_top1": result.best_top1,
-                                                  "summary/best_iteration": result.best_iteration,
-                                                  "summary/iterations": result.iterations}, step=result.iterations)
+    tracking.log_metrics_at(client, spec.run_id, {interface.SUMMARY_BEST_TOP1: result.best_top1,
+                                                  interface.SUMMARY_BEST_ITERATION: result.best_iteration,
+                                                  interface.SUMMARY_ITERATIONS: result.iterations}, step=result.iterations)
     if result.confusion_matrix is not None:
         tracking.log_confusion_matrix_figure(client, spec.run_id, result.confusion_matrix, inputs.data.class_names,
                                              title=f"{spec.run_name}, iteration {result.iterations}")

@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from harness import tracking
-from implementations import interface as names
+from implementations import interface
+from implementations.interface import DEFAULT_EXPERIMENT
 from tests.fixtures_data import SUBSET_DIR
 
 ITERATIONS = 100  # smoke preset: evaluation and checkpoint every 20 iterations, training signals every 5
@@ -22,8 +23,8 @@ ITERATIONS = 100  # smoke preset: evaluation and checkpoint every 20 iterations,
 ENVIRONMENT = {**{key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"},
                "OMP_NUM_THREADS": "1"}
 # Same value whenever the same iterations are computed the same way (not timings).
-DETERMINISTIC_KEYS = (names.TRAIN_SUPERVISED_LOSS, names.TRAIN_UNSUPERVISED_LOSS, names.TRAIN_TOTAL_LOSS,
-                      names.TRAIN_MASK_RATE, names.TRAIN_LR)
+DETERMINISTIC_KEYS = (interface.TRAIN_SUPERVISED_LOSS, interface.TRAIN_UNSUPERVISED_LOSS, interface.TRAIN_TOTAL_LOSS,
+                      interface.TRAIN_MASK_RATE, interface.TRAIN_LR)
 
 
 def run_arguments(output_dir: Path, labels: str = "40", seeds: str = "0", *extra: str) -> list[str]:
@@ -47,7 +48,7 @@ def store_client(output_dir: Path, uri: str | None = None) -> MlflowClient:
 
 
 def child_runs(client: MlflowClient, view=ViewType.ACTIVE_ONLY):
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     return [run for run in client.search_runs([experiment.experiment_id], run_view_type=view)
             if run.data.tags.get(tracking.ROLE_TAG) == tracking.CHILD]
 

@@ -17,12 +17,19 @@ import torch
 from mlflow import MlflowClient
 
 from harness import tracking
-from implementations import interface as names
-
-from implementations.interface import ALGORITHMS, TrainConfig, for_algorithm
-from implementations import implementation
+from implementations import implementation, interface
+from implementations.interface import (
+    ALGORITHMS,
+    DEFAULT_EXPERIMENT,
+    TrainConfig,
+    for_algorithm,
+)
 from implementations.own import flexmatch
-from implementations.own.flexmatch import FlexMatchState, class_thresholds, updated_pseudo_labels
+from implementations.own.flexmatch import (
+    FlexMatchState,
+    class_thresholds,
+    updated_pseudo_labels,
+)
 from implementations.own.meanteacher import mean_teacher_loss
 from implementations.own.mixmatch import guess_labels, mixmatch_loss, mixup, sharpen
 from implementations.own.pimodel import pi_model_loss
@@ -217,7 +224,7 @@ OWN_ONLY_NOT = ("freematch", "remixmatch", "softmatch", "vat")  # TorchSSL has t
 METHODS = tuple(sorted(ALGORITHMS))
 # The signals a method family logs whoever implements it (class mask rates depend on which classes were
 # pseudo-labelled, pseudo-label accuracy on whether any was kept: both left out of the comparison).
-VARYING = (names.TRAIN_CLASS_MASK_RATE_PREFIX, names.TRAIN_PSEUDO_LABEL_ACCURACY)
+VARYING = (interface.TRAIN_CLASS_MASK_RATE_PREFIX, interface.TRAIN_PSEUDO_LABEL_ACCURACY)
 
 
 def bench(*arguments: str) -> subprocess.CompletedProcess:
@@ -240,7 +247,7 @@ def method_grid(tmp_path_factory) -> tuple[Path, str]:
 
 def _child_runs(output_dir: Path) -> dict[tuple[str, str], object]:
     client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     return {(run.data.tags["algorithm"], run.data.tags["impl"]): run
             for run in client.search_runs([experiment.experiment_id])
             if run.data.tags.get(tracking.ROLE_TAG) == tracking.CHILD}
@@ -260,18 +267,18 @@ def test_every_method_of_both_implementations_runs_on_the_same_split_with_the_si
     assert len({run.data.tags["split_digest"] for run in all_runs.values()}) == 1  # one split for every method
     for (algorithm, impl), run in all_runs.items():
         assert run.info.status == "FINISHED" and run.info.run_name == f"{algorithm}/{impl}/40/s0"
-        assert names.EVAL_TOP1 in run.data.metrics and names.EVAL_AUC in run.data.metrics
+        assert interface.EVAL_TOP1 in run.data.metrics and interface.EVAL_AUC in run.data.metrics
     for algorithm in set(METHODS) - set(OWN_ONLY_NOT):  # the same signals, own or TorchSSL
         assert _family_signals(all_runs[algorithm, "own"]) == _family_signals(all_runs[algorithm, "torchssl"]), algorithm
-    airplane_threshold = names.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"
+    airplane_threshold = interface.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"
     for algorithm in ("fixmatch", "pseudolabel", "uda", "flexmatch", "freematch"):  # thresholds
         metrics = all_runs[algorithm, "torchssl"].data.metrics
-        assert names.TRAIN_MASK_RATE in metrics and airplane_threshold in metrics
-        assert any(name.startswith(names.TRAIN_CLASS_MASK_RATE_PREFIX) for name in metrics)
-    assert names.TRAIN_MASK_RATE in all_runs["softmatch", "torchssl"].data.metrics  # its mean weight
+        assert interface.TRAIN_MASK_RATE in metrics and airplane_threshold in metrics
+        assert any(name.startswith(interface.TRAIN_CLASS_MASK_RATE_PREFIX) for name in metrics)
+    assert interface.TRAIN_MASK_RATE in all_runs["softmatch", "torchssl"].data.metrics  # its mean weight
     assert airplane_threshold not in all_runs["softmatch", "torchssl"].data.metrics  # no threshold
     for algorithm in ("supervised", "pimodel", "meanteacher", "mixmatch", "vat", "remixmatch"):
-        assert not any(name.startswith(("train/class_", names.TRAIN_MASK_RATE, names.TRAIN_PSEUDO_LABEL_ACCURACY))
+        assert not any(name.startswith(("train/class_", interface.TRAIN_MASK_RATE, interface.TRAIN_PSEUDO_LABEL_ACCURACY))
                        for name in all_runs[algorithm, "torchssl"].data.metrics), algorithm
     gap = all_runs["flexmatch", "torchssl"].data.tags["torchssl_resume_gap"]
     assert "selected_label" in gap and all_runs["fixmatch", "torchssl"].data.tags["torchssl_resume_gap"] == ""
@@ -297,7 +304,7 @@ def test_every_own_method_records_its_own_defaults_and_signals(method_grid, tmp_
     # TorchSSL runs with the same values under its names
     torchssl_mixmatch = all_runs["mixmatch", "torchssl"].data.params
     assert (torchssl_mixmatch["torchssl.alpha"], torchssl_mixmatch["torchssl.ulb_loss_ratio"]) == ("0.5", "100.0")
-    airplane_threshold = names.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"
+    airplane_threshold = interface.TRAIN_CLASS_THRESHOLD_PREFIX + "airplane"
     assert runs["uda"].data.metrics[airplane_threshold] == 0.8  # τ for every class
     assert 0.0 <= runs["flexmatch"].data.metrics[airplane_threshold] <= 0.95  # T(c) = M(β(c))·τ
     client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")

@@ -17,8 +17,16 @@ import pytest
 from mlflow.entities import ViewType
 
 from harness import tracking
-from tests.bench_processes import (ENVIRONMENT, bench_run, child_runs, run_arguments, store_client, the_worker,
-                                   wait_for)
+from implementations.interface import DEFAULT_EXPERIMENT
+from tests.bench_processes import (
+    ENVIRONMENT,
+    bench_run,
+    child_runs,
+    run_arguments,
+    store_client,
+    the_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +39,7 @@ def test_two_runners_on_overlapping_grids_make_each_run_once(tmp_path):
     outputs = [process.communicate(timeout=900) for process in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, outputs
     client = store_client(tmp_path)
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     everything = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL)
     parents = [run for run in everything if run.data.tags.get(tracking.ROLE_TAG) == tracking.PARENT]
     children = [run for run in everything if run.data.tags.get(tracking.ROLE_TAG) == tracking.CHILD]
@@ -41,7 +49,7 @@ def test_two_runners_on_overlapping_grids_make_each_run_once(tmp_path):
     assert {run.info.status for run in children} == {"FINISHED"}
     assert {run.info.status for run in parents} == {"FINISHED"}
     for run in children:
-        log = tmp_path / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id / "worker.log"
+        log = tmp_path / DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id / "worker.log"
         assert log.read_text().count("--- worker ended FINISHED") == 1, run.info.run_name
 
 

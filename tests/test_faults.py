@@ -26,9 +26,20 @@ import pytest
 from mlflow import MlflowClient
 
 from harness import tracking
-from implementations import interface as names
-from tests.bench_processes import (DETERMINISTIC_KEYS, ENVIRONMENT, ITERATIONS, bench_run, child_runs, history,
-                                   start_run, store_client, the_worker, wait_for)
+from implementations import interface
+from implementations.interface import DEFAULT_EXPERIMENT
+from tests.bench_processes import (
+    DETERMINISTIC_KEYS,
+    ENVIRONMENT,
+    ITERATIONS,
+    bench_run,
+    child_runs,
+    history,
+    start_run,
+    store_client,
+    the_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +47,7 @@ pytestmark = pytest.mark.slow
 def assert_curve_of_an_uninterrupted_run(client, run_id, reference_client, reference_id) -> None:
     evaluation_keys = sorted(key for key in reference_client.get_run(reference_id).data.metrics
                              if key.startswith("eval/"))
-    assert names.EVAL_TOP1 in evaluation_keys
+    assert interface.EVAL_TOP1 in evaluation_keys
     for key in (*evaluation_keys, *DETERMINISTIC_KEYS):
         assert history(client, run_id, key) == history(reference_client, reference_id, key), key
     for key in client.get_run(run_id).data.metrics:
@@ -61,7 +72,7 @@ def reference(reference_dir):
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
-    return list(output_dir.glob(f"{tracking.DEFAULT_EXPERIMENT}/*/*/checkpoint.pt"))
+    return list(output_dir.glob(f"{DEFAULT_EXPERIMENT}/*/*/checkpoint.pt"))
 
 
 def numbers_in_mlflow(output_dir: Path) -> bool:
@@ -100,7 +111,7 @@ def test_a_worker_killed_after_its_first_checkpoint_is_killed_in_mlflow_and_the_
     summary = {key: value for key, value in run.data.metrics.items() if key.startswith("summary/")}
     assert summary == {key: value for key, value in reference_client.get_run(reference_id).data.metrics.items()
                        if key.startswith("summary/")}
-    assert [step for step, _ in history(client, run.info.run_id, names.TRAIN_TOTAL_LOSS)] == list(range(5, ITERATIONS + 1, 5))
+    assert [step for step, _ in history(client, run.info.run_id, interface.TRAIN_TOTAL_LOSS)] == list(range(5, ITERATIONS + 1, 5))
 
 
 def test_kills_of_runner_and_worker_at_random_moments_leave_the_curve_of_an_uninterrupted_run(reference, tmp_path):
@@ -146,7 +157,7 @@ def test_the_same_command_after_the_runner_died_follows_the_orphaned_worker_and_
     client = store_client(tmp_path)
     (run,) = child_runs(client)
     assert run.info.status == "FINISHED"
-    log = (tmp_path / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id / "worker.log").read_text()
+    log = (tmp_path / DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id / "worker.log").read_text()
     assert log.count("--- worker ended FINISHED") == 1 and log.count("starting") == 1  # one worker did it all
     assert_curve_of_an_uninterrupted_run(client, run.info.run_id, *reference)
 
@@ -225,7 +236,7 @@ def test_a_tracking_server_gone_for_a_while_mid_run_loses_nothing(reference, tmp
     server = start_server(tmp_path, port)
     uri = f"http://127.0.0.1:{port}"
     runner = start_run(tmp_path / "runs", "--tracking-uri", uri)
-    progress = lambda: list((tmp_path / "runs").glob(f"{tracking.DEFAULT_EXPERIMENT}/*/*/progress.json"))  # noqa: E731
+    progress = lambda: list((tmp_path / "runs").glob(f"{DEFAULT_EXPERIMENT}/*/*/progress.json"))  # noqa: E731
     try:
         wait_for(lambda: progress() or runner.poll() is not None, what="training to start")
         stop_server(server)

@@ -3,7 +3,7 @@
 The end-to-end tests (slow) build a real store with the real `bench run` (own, plus torchssl when its
 checkout is present) on the smoke preset and the real images in ../shared, run `bench report`, and check
 every number in the Markdown against values recomputed here straight from MLflow. The other tests write
-small stores with the MLflow client in the run layout of harness/tracking.py (a real sqlite store) to
+small stores with the MLflow client in the run layout of harness/tracking/ (a real sqlite store) to
 put the report in states a short grid does not reach: unfinished runs, mixed presets, bad input.
 """
 
@@ -31,7 +31,8 @@ from scipy import stats
 from harness import tracking
 from harness.cli import main as bench_cli
 from harness.presets import PRESETS
-from implementations import interface as names
+from implementations import interface
+from implementations.interface import DEFAULT_EXPERIMENT
 from tests.fixtures_data import SUBSET_DIR, torchssl_checkout
 
 PAPER_ITERATIONS = 2**20
@@ -109,7 +110,7 @@ def grid(tmp_path_factory):
     previous_uri = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
-        children = mlflow.search_runs(experiment_names=[tracking.DEFAULT_EXPERIMENT],
+        children = mlflow.search_runs(experiment_names=[DEFAULT_EXPERIMENT],
                                       filter_string=f"tags.`{tracking.ROLE_TAG}` = '{tracking.CHILD}'")
     finally:
         mlflow.set_tracking_uri(previous_uri)  # None: unset again, as before
@@ -124,18 +125,18 @@ def grid(tmp_path_factory):
             set_aside[key] = run
             continue
         histories = {key: sorted(client.get_metric_history(run["run_id"], key), key=lambda m: m.step)
-                     for key in (names.EVAL_TOP1, names.EVAL_TOP5, names.EVAL_F1, names.EVAL_AUC)}
-        top1 = [metric.value for metric in histories[names.EVAL_TOP1]]
-        last_step = histories[names.EVAL_TOP1][-1].step
+                     for key in (interface.EVAL_TOP1, interface.EVAL_TOP5, interface.EVAL_F1, interface.EVAL_AUC)}
+        top1 = [metric.value for metric in histories[interface.EVAL_TOP1]]
+        last_step = histories[interface.EVAL_TOP1][-1].step
         at_last = {key: next(m.value for m in history if m.step == last_step) for key, history in histories.items()}
         best = max(top1)
         # The median's window: evaluations after iteration K − 20·E, the same iterations for every implementation.
         window_start = int(run["params.iterations"]) - 20 * int(run["params.eval_interval"])
-        in_window = [metric.value for metric in histories[names.EVAL_TOP1] if metric.step > window_start]
+        in_window = [metric.value for metric in histories[interface.EVAL_TOP1] if metric.step > window_start]
         expected[key] = {
             "last": top1[-1], "best": best, "median20": statistics.median(in_window),
-            "best_iteration": next(m.step for m in histories[names.EVAL_TOP1] if m.value == best),
-            "top5": at_last[names.EVAL_TOP5], "f1": at_last[names.EVAL_F1], "auc": at_last[names.EVAL_AUC],
+            "best_iteration": next(m.step for m in histories[interface.EVAL_TOP1] if m.value == best),
+            "top5": at_last[interface.EVAL_TOP5], "f1": at_last[interface.EVAL_F1], "auc": at_last[interface.EVAL_AUC],
             "iterations": int(run["metrics.summary/iterations"]),
             "split_digest": run["tags.split_digest"], "git_commit": run["tags.git_commit"],
             "torchssl_commit": run.get("tags.torchssl_commit"),
@@ -374,10 +375,10 @@ def write_child(client: MlflowClient, experiment_id: str, *, impl: str, labels: 
     metrics = []
     for index, value in enumerate(top1):
         step = (index + 1) * eval_interval
-        metrics += [Metric(names.EVAL_TOP1, value, stamp, step),
-                    Metric(names.EVAL_TOP5, min(1.0, value + 0.3), stamp, step),
-                    Metric(names.EVAL_F1, value / 2, stamp, step), Metric(names.EVAL_AUC, 0.5 + value / 2, stamp, step),
-                    Metric(names.TRAIN_SUPERVISED_LOSS, 2.0 - value, stamp, step)]
+        metrics += [Metric(interface.EVAL_TOP1, value, stamp, step),
+                    Metric(interface.EVAL_TOP5, min(1.0, value + 0.3), stamp, step),
+                    Metric(interface.EVAL_F1, value / 2, stamp, step), Metric(interface.EVAL_AUC, 0.5 + value / 2, stamp, step),
+                    Metric(interface.TRAIN_SUPERVISED_LOSS, 2.0 - value, stamp, step)]
     last = len(top1) * eval_interval
     if status == "FINISHED":
         metrics.append(Metric("summary/iterations", last, stamp, last))

@@ -17,10 +17,11 @@ import pytest
 from mlflow import MlflowClient
 
 from harness import tracking
-from harness.presets import PRESETS
 from harness.launch import KEEP_FREED_MEMORY_TUNABLES
+from harness.presets import PRESETS
 from harness.splits import LabelSplit
-from implementations import interface as names
+from implementations import interface
+from implementations.interface import DEFAULT_EXPERIMENT
 from tests.fixtures_data import SUBSET_DIR
 
 pytestmark = pytest.mark.slow
@@ -47,7 +48,7 @@ def grid(tmp_path_factory):
     again = bench(*arguments)
     uri = f"sqlite:///{output_dir / 'mlflow.db'}"
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id])
     return {"output_dir": output_dir, "uri": uri, "client": client, "experiment": experiment, "first": first,
             "again": again,
@@ -119,15 +120,15 @@ def test_every_resolved_hyper_parameter_is_a_param(grid):
 def test_metrics_are_logged_with_the_iteration_as_step(grid):
     client, run = grid["client"], child(grid, 40, 0)
     evaluation_steps = list(range(SMOKE.eval_interval, SMOKE.iterations + 1, SMOKE.eval_interval))
-    for key in (names.EVAL_TOP1, names.EVAL_F1, names.EVAL_LOSS):
+    for key in (interface.EVAL_TOP1, interface.EVAL_F1, interface.EVAL_LOSS):
         assert [point.step for point in client.get_metric_history(run.info.run_id, key)] == evaluation_steps
     logging_steps = list(range(SMOKE.log_interval, SMOKE.iterations + 1, SMOKE.log_interval))
-    for key in (names.TRAIN_TOTAL_LOSS, names.TRAIN_MASK_RATE, names.TRAIN_LR, names.TRAIN_ITERATIONS_PER_SECOND):
+    for key in (interface.TRAIN_TOTAL_LOSS, interface.TRAIN_MASK_RATE, interface.TRAIN_LR, interface.TRAIN_ITERATIONS_PER_SECOND):
         assert [point.step for point in client.get_metric_history(run.info.run_id, key)] == logging_steps
     metrics = run.data.metrics
     assert metrics["summary/iterations"] == SMOKE.iterations
     assert metrics["summary/best_top1"] == max(point.value for point in
-                                               client.get_metric_history(run.info.run_id, names.EVAL_TOP1))
+                                               client.get_metric_history(run.info.run_id, interface.EVAL_TOP1))
 
 
 def test_a_confusion_matrix_is_an_artifact_at_every_evaluation_and_a_png_at_the_end(grid):
@@ -139,7 +140,7 @@ def test_a_confusion_matrix_is_an_artifact_at_every_evaluation_and_a_png_at_the_
     matrix = np.array(document["matrix"])
     assert document["step"] == 40 and len(document["class_names"]) == 10 and matrix.shape == (10, 10)
     assert matrix.sum() == 1017  # every test image of the subset, once
-    assert np.trace(matrix) / matrix.sum() == pytest.approx(run.data.metrics[names.EVAL_TOP1])
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(run.data.metrics[interface.EVAL_TOP1])
     png = Path(mlflow.artifacts.download_artifacts(f"{run.info.artifact_uri}/confusion_matrix/final.png"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -196,9 +197,9 @@ def test_running_the_same_command_again_trains_nothing_and_reports_four_runs_alr
     assert "4 of 4 runs already finished" in again.stdout
     assert "started" not in again.stderr  # no worker was launched
     for run in grid["children"]:  # nothing was logged again
-        history = grid["client"].get_metric_history(run.info.run_id, names.EVAL_TOP1)
+        history = grid["client"].get_metric_history(run.info.run_id, interface.EVAL_TOP1)
         assert len(history) == SMOKE.iterations // SMOKE.eval_interval
-    work_dirs = [grid["output_dir"] / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
+    work_dirs = [grid["output_dir"] / DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
                  for run in grid["children"]]
     assert all((folder / "worker.log").read_text().count("--- worker ended FINISHED") == 1 for folder in work_dirs)
 
@@ -213,7 +214,7 @@ def test_each_run_in_mlflow_lasts_as_long_as_its_own_worker_not_the_runs_before_
     """Four runs, two at a time: the last two wait for the first two, and none of that wait is theirs."""
     workers = {}
     for run in grid["children"]:
-        log = (grid["output_dir"] / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
+        log = (grid["output_dir"] / DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
                / "worker.log").read_text().splitlines()
         (start,) = [line for line in log if line.startswith("--- worker ") and " starting " in line]
         (end,) = [line for line in log if line.startswith("--- worker ended ")]

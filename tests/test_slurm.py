@@ -23,7 +23,8 @@ from mlflow import MlflowClient
 from harness import tracking
 from harness.launch import KEEP_FREED_MEMORY_TUNABLES
 from harness.slurm import SlurmOptions, sbatch_script
-from implementations import interface as names
+from implementations import interface
+from implementations.interface import DEFAULT_EXPERIMENT
 from tests.fixtures_data import SUBSET_DIR
 
 ENVIRONMENT = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
@@ -127,13 +128,13 @@ def alive(pid: int) -> bool:
 
 def children(output_dir: Path) -> list:
     client = MlflowClient(f"sqlite:///{output_dir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    experiment = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
     return [run for run in client.search_runs([experiment.experiment_id])
             if run.data.tags.get(tracking.ROLE_TAG) == tracking.CHILD], client
 
 
 def progress_of(output_dir: Path) -> list[dict]:
-    return [json.loads(path.read_text()) for path in output_dir.glob(f"{tracking.DEFAULT_EXPERIMENT}/*/*/progress.json")]
+    return [json.loads(path.read_text()) for path in output_dir.glob(f"{DEFAULT_EXPERIMENT}/*/*/progress.json")]
 
 
 @pytest.mark.slow
@@ -168,17 +169,17 @@ def test_a_grid_of_local_jobs_is_requeued_at_its_time_limit_and_finishes_each_ru
     runs, client = children(output_dir)
     assert len(runs) == 2
     for run in runs:
-        log = (output_dir / tracking.DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
+        log = (output_dir / DEFAULT_EXPERIMENT / run.data.tags["run_key"] / run.info.run_id
                / "worker.log").read_text()
         assert log.count("--- worker ended FINISHED") == 1, log
         (stopped,) = re.findall(r"--- worker ended KILLED .*: stopped by SIGTERM at iteration (\d+); its checkpoint "
                                 r"of iteration (\d+) is kept", log)
         assert 20 <= int(stopped[1]) <= int(stopped[0]) < ITERATIONS, log
         assert log.count("starting") == 2  # the first attempt and the requeued one, in the same MLflow run
-        for key in (names.EVAL_TOP1, names.TRAIN_TOTAL_LOSS):
+        for key in (interface.EVAL_TOP1, interface.TRAIN_TOTAL_LOSS):
             steps = [point.step for point in client.get_metric_history(run.info.run_id, key)]
             assert len(steps) == len(set(steps)), (key, steps)  # no step logged twice across attempts
-        top1_steps = sorted(point.step for point in client.get_metric_history(run.info.run_id, names.EVAL_TOP1))
+        top1_steps = sorted(point.step for point in client.get_metric_history(run.info.run_id, interface.EVAL_TOP1))
         assert top1_steps == list(range(20, ITERATIONS + 1, 20))
         assert run.data.metrics["summary/iterations"] == ITERATIONS
         # a job's worker starts with a local worker's environment (test_run_grid checks the same of a local run)
@@ -209,7 +210,7 @@ def test_bench_cancel_stops_the_jobs_and_the_same_command_submits_them_again(tmp
     # submitit's local cancel: SIGINT to the job's process, SIGKILL a second later. Its worker still ends the run
     # KILLED itself, and does not outlive the job.
     wait_until(lambda: all(run.info.status == "KILLED" for run in children(output_dir)[0]), 120, "the run to stop")
-    (worker_file,) = output_dir.glob(f"{tracking.DEFAULT_EXPERIMENT}/*/worker.json")
+    (worker_file,) = output_dir.glob(f"{DEFAULT_EXPERIMENT}/*/worker.json")
     worker_pid = json.loads(worker_file.read_text())["worker_pid"]
     wait_until(lambda: not alive(worker_pid), 60, "the worker to end")
     (run,) = children(output_dir)[0]

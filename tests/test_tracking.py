@@ -1,4 +1,4 @@
-"""harness/tracking.py against a real sqlite MLflow store in a temp dir."""
+"""harness/tracking/ against a real sqlite MLflow store in a temp dir."""
 
 from __future__ import annotations
 
@@ -249,7 +249,7 @@ def test_a_write_to_a_store_locked_by_another_process_waits_and_succeeds(client,
 
 def test_a_store_locked_beyond_the_wait_is_one_sentence(client, store, run_id, monkeypatch):
     # SQLite itself waits 20 s (MLflow's busy timeout) before a call fails as locked; then ours retries.
-    monkeypatch.setattr(tracking, "LOCKED_STORE_WAIT_SECONDS", 1.0)
+    monkeypatch.setattr(tracking.store, "LOCKED_STORE_WAIT_SECONDS", 1.0)
     holder = hold_the_store(store, 40)
     try:
         with pytest.raises(tracking.TrackingError, match=r"^The MLflow store stayed locked by another process for 1 s"):

@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from harness import tracking
 from harness.cli import main
+from implementations.interface import DEFAULT_EXPERIMENT
 
 
 def free_port() -> int:
@@ -35,7 +36,7 @@ def output_dir(tmp_path_factory) -> Path:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         store = tracking.resolve_store(output_dir)
     client = store.client()
-    experiment_id = tracking.get_or_create_experiment(client, tracking.DEFAULT_EXPERIMENT, store.artifact_root)
+    experiment_id = tracking.get_or_create_experiment(client, DEFAULT_EXPERIMENT, store.artifact_root)
     parent = tracking.find_or_create_parent_run(client, experiment_id, 40, "smoke")
     for impl in ("own", "torchssl"):
         run_id = tracking.create_child_run(client, experiment_id, parent, tracking.child_run_name(impl, 40, 0),
@@ -60,7 +61,7 @@ def test_bench_ui_serves_the_runs_over_its_rest_api_and_stops_on_ctrl_c(output_d
         base = f"http://127.0.0.1:{port}"
         experiments = requests.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 10}, timeout=30)
         (experiment,) = [entry for entry in experiments.json()["experiments"]
-                         if entry["name"] == tracking.DEFAULT_EXPERIMENT]
+                         if entry["name"] == DEFAULT_EXPERIMENT]
         assert link.group(2) == experiment["experiment_id"]
         # The UI opens on training runs (not MLflow 3's GenAI overview) ...
         assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in experiment["tags"]

@@ -20,7 +20,7 @@ from harness import tracking
 from harness.data import load_cifar10
 from harness.presets import PRESETS
 from harness.splits import draw_split
-from harness.worker import EXIT_FAILED, ProgressEvents, RunSpec, Stopped
+from harness.worker import EXIT_FAILED, RunnerEvents, RunSpec, Stopped
 from tests.fixtures_data import SUBSET_DIR
 
 
@@ -160,7 +160,7 @@ def test_the_worker_of_a_slurm_job_killed_outright_still_ends_its_run(store, spl
 def test_a_sigterm_whose_exception_python_drops_still_stops_the_run_at_the_next_iteration(monkeypatch):
     # Python prints and drops an exception raised in a weakref callback (an import lock's, say): a SIGTERM landing
     # there must still stop the run, at the next call from the training loop.
-    events = ProgressEvents(None, total_iterations=1000)
+    events = RunnerEvents(None, total_iterations=1000)
     dropped = []
     monkeypatch.setattr(sys, "unraisablehook", dropped.append)
     previous = {number: signal.signal(number, events.stop) for number in (signal.SIGTERM, signal.SIGINT)}

@@ -1,6 +1,7 @@
 """`bench report`: the runs in MLflow turned into tables, figures, Markdown and PDF.
 
-collect (MLflow → pandas) → tables (numbers) → figures (PNGs) → render (Markdown, PDF).
+collect (MLflow → pandas) → summaries (per run, pooled in sections) → tables, comparisons, method_tables (numbers;
+anchors: the published ones; formatting: how they are written) → figures (PNGs) → render (Markdown, PDF).
 The report reads the MLflow store only (and the difference ledger, implementations/ledger.py, which it prints
 beside the runs); it never imports training code.
 """
@@ -14,24 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.report.collect import ReportError, collect, resolve_tracking_uri
+from harness.report.comparisons import paired_difference_table
 from harness.report.figures import draw_section_figures, methods_top1_vs_iteration
+from harness.report.method_tables import method_differences_table, method_ledger_table, methods_table
 from harness.report.render import html_document, markdown_report, write_pdf
-from harness.report.tables import (
-    Section,
-    ledger_table,
-    method_differences_table,
-    method_ledger_table,
-    method_tables,
-    methods_table,
-    other_metrics_table,
-    paired_difference_table,
-    published_table,
-    run_summaries,
-    sections,
-    settings_table,
-    top1_table,
-    unfinished_table,
-)
+from harness.report.summaries import Section, run_summaries, sections
+from harness.report.tables import (ledger_table, method_tables, other_metrics_table, published_table, settings_table,
+                                   top1_table, unfinished_table)
+from implementations.interface import DEFAULT_EXPERIMENT
 
 __all__ = ["ReportError", "ReportOutcome", "make_report", "resolve_tracking_uri"]
 
@@ -60,7 +51,7 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
         raise ReportError(f"--format takes a comma-separated subset of {','.join(FORMATS)}, not '{','.join(formats)}'.")
     data = collect(tracking_uri, experiment=experiment, parent_run_id=parent_run_id)
     if out_dir is None:
-        name = experiment or "cifar10-fixmatch"
+        name = experiment or DEFAULT_EXPERIMENT
         out_dir = Path("reports") / (f"{name}-{parent_run_id[:8]}" if parent_run_id else name)
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)

@@ -2,7 +2,7 @@
 
 `collect(...)` returns a `ReportData`: one row per child run (tags, params, status, iterations),
 every metric history in long form (run_id, key, step, value), the confusion matrix of each run's
-last evaluation and its environment.json. The layout it reads is the one harness/tracking.py
+last evaluation and its environment.json. The layout it reads is the one harness/tracking/
 writes (see the README: a parent run per label count and preset, a child per impl, labels, seed).
 """
 
@@ -25,20 +25,26 @@ from mlflow.exceptions import MlflowException
 
 from harness import tracking
 from implementations.common import first_line
-from implementations.interface import TrainConfig
+from implementations.interface import (
+    DEFAULT_EXPERIMENT,
+    METRIC_PREFIXES,
+    ROLE_EXECUTION,
+    ROLE_RUN,
+    SUMMARY_ITERATIONS,
+    TrainConfig,
+    config_fields,
+)
 from implementations.ledger import TORCHSSL_CHOICES
 
 PAPER_ITERATIONS = 2**20
 FINISHED = "FINISHED"
-REPORTED_METRIC_PREFIXES = ("eval/", "train/", "summary/")  # not MLflow's system/* metrics
+REPORTED_METRIC_PREFIXES = METRIC_PREFIXES
 
-# TrainConfig fields that change how a run executes but not what it measures, and the fields where the
-# implementations make their own choices (the difference ledger: shown per implementation, not pooled over).
-# Every other field (including any added later) defines the protocol: runs that differ in one are never pooled.
-EXECUTION_FIELDS = frozenset({
-    "preset", "seed", "device", "precision", "channels_last", "compile", "augmentation", "compile_augmentation",
-    "log_interval", "checkpoint_interval", "checkpoint_minutes", "eval_batch_size",
-})
+# TrainConfig fields that say which run it is or how it executes, not what it measures (their role on
+# TrainConfig), and the fields where the implementations make their own choices (the difference ledger: shown per
+# implementation, not pooled over). Every other field (any added later too) defines the protocol: runs that
+# differ in one are never pooled.
+EXECUTION_FIELDS = config_fields(ROLE_RUN) | config_fields(ROLE_EXECUTION)
 IMPLEMENTATION_CHOICE_FIELDS = frozenset(TORCHSSL_CHOICES)
 PROTOCOL_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig)
                         if f.name not in EXECUTION_FIELDS | IMPLEMENTATION_CHOICE_FIELDS)
@@ -101,7 +107,7 @@ def collect(tracking_uri: str, experiment: str | None = None, parent_run_id: str
     try:
         if parent_run_id:
             experiment_id, source = _parent_scope(client, parent_run_id)
-            run_filter = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+            run_filter = f"tags.`{tracking.PARENT_RUN_ID_TAG}` = '{parent_run_id}'"
         else:
             experiment_id, source = _experiment_scope(client, experiment)
             run_filter = f"tags.`{tracking.ROLE_TAG}` = '{tracking.CHILD}'"
@@ -135,7 +141,7 @@ def _require_store(tracking_uri: str) -> None:
 
 
 def _experiment_scope(client: MlflowClient, name: str | None) -> tuple[str, str]:
-    name = name or tracking.DEFAULT_EXPERIMENT
+    name = name or DEFAULT_EXPERIMENT
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         known = sorted(e.name for e in client.search_experiments() if e.name != "Default")
@@ -151,7 +157,7 @@ def _parent_scope(client: MlflowClient, run_id: str) -> tuple[str, str]:
         raise ReportError(f"No run with id {run_id} in the MLflow store at {client.tracking_uri}.") from None
     tags = run.data.tags
     if tags.get(tracking.ROLE_TAG) != tracking.PARENT:
-        parent = tags.get("mlflow.parentRunId")
+        parent = tags.get(tracking.PARENT_RUN_ID_TAG)
         hint = f"; its parent is {parent}" if parent else ""
         raise ReportError(f"Run {run_id} ({run.info.run_name}) is not an ssl-bench parent run{hint}.")
     return run.info.experiment_id, f"parent run {run_id} ({run.info.run_name})"
@@ -192,7 +198,7 @@ def _run_table(frame: pd.DataFrame) -> pd.DataFrame:
     runs = pd.DataFrame({
         "run_id": frame["run_id"],
         "run_name": tag("mlflow.runName"),
-        "parent_run_id": tag("mlflow.parentRunId"),
+        "parent_run_id": tag(tracking.PARENT_RUN_ID_TAG),
         "impl": tag("impl", "?"),
         "labels": pd.to_numeric(tag("labels"), errors="coerce").astype("Int64"),
         "seed": pd.to_numeric(tag("seed"), errors="coerce").astype("Int64"),
@@ -241,7 +247,7 @@ def _histories(client: MlflowClient, frame: pd.DataFrame) -> pd.DataFrame:
 def _with_iterations(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     """iterations_run: summary/iterations when the run logged it, else the last step of any metric."""
     last_step = histories.groupby("run_id")["step"].max()
-    summary = histories[histories["key"] == "summary/iterations"].groupby("run_id")["value"].last()
+    summary = histories[histories["key"] == SUMMARY_ITERATIONS].groupby("run_id")["value"].last()
     runs = runs.copy()
     runs["iterations_run"] = [
         int(summary[run_id]) if run_id in summary else int(last_step.get(run_id, 0)) for run_id in runs["run_id"]

@@ -19,8 +19,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter, PercentFormatter  # noqa: E402
 
 from harness.report.collect import ReportData  # noqa: E402
-from harness.report.tables import IMPL_ORDER, Section, impl_order  # noqa: E402
-from implementations import interface as names  # noqa: E402
+from harness.report.summaries import IMPL_ORDER, Section, impl_order  # noqa: E402
+from implementations import interface  # noqa: E402
 
 WIDTH_INCHES = 7.2  # fits an A4 page with 15 mm margins at 100 %
 DPI = 150
@@ -56,13 +56,13 @@ def draw_section_figures(data: ReportData, section: Section, report_dir: Path) -
         figures = [
             top1_vs_iteration(data, section, report_dir),
             training_signals(data, section, report_dir, "losses",
-                             [(names.TRAIN_SUPERVISED_LOSS, "supervised loss"),
-                              (names.TRAIN_UNSUPERVISED_LOSS, "unsupervised loss")],
+                             [(interface.TRAIN_SUPERVISED_LOSS, "supervised loss"),
+                              (interface.TRAIN_UNSUPERVISED_LOSS, "unsupervised loss")],
                              "Supervised (labeled cross-entropy) and unsupervised (masked pseudo-label cross-entropy) "
                              "training loss, averaged between logs"),
             training_signals(data, section, report_dir, "mask_rate_pseudo_label_accuracy",
-                             [(names.TRAIN_MASK_RATE, "mask rate (confidence ≥ τ)"),
-                              (names.TRAIN_PSEUDO_LABEL_ACCURACY, "pseudo-label accuracy (kept)")],
+                             [(interface.TRAIN_MASK_RATE, "mask rate (confidence ≥ τ)"),
+                              (interface.TRAIN_PSEUDO_LABEL_ACCURACY, "pseudo-label accuracy (kept)")],
                              "Mask rate (share of unlabeled images whose confidence passes the threshold τ) and "
                              "accuracy of those kept pseudo-labels against the hidden true labels", percent_axis=True),
             *confusion_matrices(data, section, report_dir),
@@ -125,7 +125,7 @@ def top1_vs_iteration(data: ReportData, section: Section, report_dir: Path) -> F
     for axis, labels in zip(axes.flat, label_counts):
         for impl in impls:
             runs = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
-            curves = _seed_curves(data, runs, names.EVAL_TOP1)
+            curves = _seed_curves(data, runs, interface.EVAL_TOP1)
             if not curves.empty:
                 _plot_band(axis, curves, impl, color(impl, impls), scale=100)
         axis.set_title(f"{labels} labels")
@@ -157,7 +157,7 @@ def methods_top1_vs_iteration(data: ReportData, report_sections: list[Section], 
                 line_color = _ALGORITHM_PALETTE[algorithms.index(section.algorithm) % len(_ALGORITHM_PALETTE)]
                 for impl in impl_order(section.runs["impl"]):
                     group = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
-                    curves = _seed_curves(data, group, names.EVAL_TOP1)
+                    curves = _seed_curves(data, group, interface.EVAL_TOP1)
                     if curves.empty:
                         continue
                     axis.plot(curves.index.to_numpy(), curves.mean(axis=1) * 100, color=line_color,
@@ -244,7 +244,7 @@ def confusion_matrices(data: ReportData, section: Section, report_dir: Path) -> 
 def per_class_accuracy(data: ReportData, section: Section, report_dir: Path) -> FigureFile | None:
     label_counts = sorted(section.runs["labels"].unique())
     impls = impl_order(section.runs["impl"])
-    prefix = names.EVAL_CLASS_ACCURACY_PREFIX
+    prefix = interface.EVAL_CLASS_ACCURACY_PREFIX
     found = False
     figure = Figure(figsize=(WIDTH_INCHES, 2.1 * len(label_counts)), layout="constrained", dpi=DPI)
     axes = figure.subplots(len(label_counts), 1, squeeze=False)[:, 0]
@@ -255,7 +255,7 @@ def per_class_accuracy(data: ReportData, section: Section, report_dir: Path) -> 
             runs = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
             per_seed = []
             for run_id in runs["run_id"]:
-                top1 = data.history(run_id, names.EVAL_TOP1)
+                top1 = data.history(run_id, interface.EVAL_TOP1)
                 if top1.empty:
                     continue
                 last = int(top1.index[-1])
@@ -288,7 +288,7 @@ def _class_names(data: ReportData, section: Section, labels: int) -> list[str]:
     for run_id in section.runs.loc[section.runs["labels"] == labels, "run_id"]:
         if run_id in data.confusion:
             return list(data.confusion[run_id].class_names)
-    prefix = names.EVAL_CLASS_ACCURACY_PREFIX
+    prefix = interface.EVAL_CLASS_ACCURACY_PREFIX
     keys = data.histories.loc[data.histories["run_id"].isin(section.runs["run_id"]), "key"]
     return sorted({key[len(prefix):] for key in keys if key.startswith(prefix)})
 

@@ -12,7 +12,8 @@ import pandas as pd
 
 from harness.report.collect import PAPER_ITERATIONS, ReportData
 from harness.report.figures import FigureFile
-from harness.report.tables import Section, Table, count, impl_order
+from harness.report.formatting import Table, count
+from harness.report.summaries import Section, impl_order
 from implementations.interface import ALGORITHMS
 
 PRINT_CSS = """

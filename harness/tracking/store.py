@@ -1,0 +1,173 @@
+"""Where the MLflow store is, whether it can be reached, and every call to it retried while another writer
+holds a SQLite store."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import random
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from mlflow.tracking import MlflowClient
+
+from implementations.common import first_line
+
+STORE_FILE = "mlflow.db"
+ARTIFACTS_FOLDER = "artifacts"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be used; the message is one sentence for the user."""
+
+
+# --- where the store is ---------------------------------------------------------------------------------
+
+
+# A SQLite store takes one writer at a time; with several runners and workers on one store, a writer may find
+# it locked. Each call is retried, with growing pauses, for at most this long.
+LOCKED_STORE_WAIT_SECONDS = 120.0
+
+
+# Errors another writer causes that the same call gets past when repeated: a locked SQLite file, and two runs
+# logging the same split at once (both see no dataset row, both insert it; repeated, the call finds it).
+_TRANSIENT_ERRORS = ("database is locked", "UNIQUE constraint failed: datasets.")
+
+
+def _is_locked(error: BaseException) -> bool:
+    while error is not None:
+        if any(text in str(error) for text in _TRANSIENT_ERRORS):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def retry_while_locked(action: Callable[[], object]) -> object:
+    """`action()`, repeated while the SQLite store is locked by another process, for a bounded time."""
+    deadline = time.monotonic() + LOCKED_STORE_WAIT_SECONDS
+    pause = 0.05
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not _is_locked(error):
+                raise
+            if time.monotonic() > deadline:
+                raise TrackingError(
+                    f"The MLflow store stayed locked by another process for {LOCKED_STORE_WAIT_SECONDS:.0f} s "
+                    f"({first_line(error)}); run fewer `bench run` at once on it, or serve it with `mlflow server` "
+                    "and pass --tracking-uri.") from None
+            time.sleep(pause * random.uniform(1.0, 2.0))
+            pause = min(2 * pause, 2.0)
+
+
+class LockRetryingClient:
+    """An MlflowClient whose every call is retried while a SQLite store is locked (`retry_while_locked`)."""
+
+    def __init__(self, tracking_uri: str):
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        @functools.wraps(attribute)
+        def call(*args, **kwargs):
+            return retry_while_locked(lambda: attribute(*args, **kwargs))
+
+        return call
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    tracking_uri: str
+    artifact_root: str | None  # artifact location of experiments we create; None: the store decides
+    embedded: bool  # the sqlite database under the output dir (no server involved)
+
+    def client(self) -> LockRetryingClient:
+        return LockRetryingClient(self.tracking_uri)
+
+    @property
+    def is_server(self) -> bool:
+        return urllib.parse.urlparse(self.tracking_uri).scheme in ("http", "https")
+
+
+def resolve_store(output_dir: Path | str, tracking_uri: str | None = None) -> TrackingStore:
+    """`tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded sqlite store under `output_dir`."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if uri:
+        return TrackingStore(tracking_uri=uri, artifact_root=None, embedded=False)
+    output_dir = Path(output_dir).resolve()
+    return TrackingStore(
+        tracking_uri=f"sqlite:///{output_dir / STORE_FILE}",
+        artifact_root=(output_dir / ARTIFACTS_FOLDER).as_uri(),
+        embedded=True,
+    )
+
+
+def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
+    """Fail fast, in one sentence, when the store cannot be reached (MLflow's own client would retry
+    an unreachable server for minutes)."""
+    if store.embedded:
+        database = Path(store.tracking_uri.removeprefix("sqlite:///"))
+        if not database.exists():
+            return  # the runner creates it under the store lock, once the whole grid has been checked
+        try:
+            with store_lock(database.parent):  # wait while another runner is still creating it
+                store.client().search_experiments(max_results=1)  # opening it completes a half-made store
+        except Exception as error:
+            raise TrackingError(f"The MLflow store {database} cannot be opened ({first_line(error)}); if it is "
+                                "damaged, move it aside (its runs are then gone from the UI and reports) or choose "
+                                "another --output-dir.") from None
+        return
+    if store.is_server:
+        import requests
+
+        url = store.tracking_uri.rstrip("/") + "/api/2.0/mlflow/experiments/search"
+        try:
+            response = requests.get(url, params={"max_results": 1}, timeout=timeout_seconds)
+        except requests.RequestException as error:
+            reason = type(error).__name__ if not str(error) else first_line(error)
+            raise TrackingError(f"The MLflow tracking server at {store.tracking_uri} is not reachable ({reason}).") from None
+        if response.status_code in (401, 403):
+            raise TrackingError(f"The MLflow tracking server at {store.tracking_uri} refused access "
+                                f"(HTTP {response.status_code}); set MLFLOW_TRACKING_TOKEN or "
+                                "MLFLOW_TRACKING_USERNAME/PASSWORD.")
+        if response.status_code != 200:
+            raise TrackingError(f"{store.tracking_uri} does not answer as an MLflow tracking server "
+                                f"(HTTP {response.status_code} from {url}).")
+        return
+    try:
+        store.client().search_experiments(max_results=1)
+    except Exception as error:  # any store backend may fail in its own way
+        raise TrackingError(f"The MLflow tracking store {store.tracking_uri} cannot be opened ({first_line(error)}).") from None
+
+
+STORE_LOCK = "store.lock"
+
+
+@contextlib.contextmanager
+def store_lock(output_dir: Path):
+    """Exclusive among the `bench run` processes of this output dir: for creating the embedded store, and for
+    finding or creating runs, so that each exists once."""
+    import fcntl
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / STORE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def chunks(items: list, size: int) -> Iterable[list]:
+    """`items` in lists of at most `size`: MLflow takes a bounded number of entries per batch call."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
