@@ -38,9 +38,11 @@ def bench_run(output_dir: Path, *extra: str, labels: str = "40", seeds: str = "0
                           env=ENVIRONMENT, timeout=timeout)
 
 
-def start_run(output_dir: Path, *extra: str) -> subprocess.Popen:
+def start_run(output_dir: Path, *extra: str, code_dir: Path | None = None) -> subprocess.Popen:
+    """`bench run` of this checkout, or of the project's files in `code_dir` (another version of the code)."""
+    environment = ENVIRONMENT if code_dir is None else {**ENVIRONMENT, "PYTHONPATH": str(code_dir)}
     return subprocess.Popen(run_arguments(output_dir, "40", "0", *extra), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=ENVIRONMENT)
+                            stderr=subprocess.PIPE, text=True, env=environment, cwd=code_dir)
 
 
 def store_client(output_dir: Path, uri: str | None = None) -> MlflowClient:

@@ -8,7 +8,9 @@ the smoke preset on real CIFAR-10 images, under the faults a long grid meets.
 - the same command after the runner died attaches to the worker still training and exits 0;
 - the output dir kept and the store swapped: the run trains afresh in the new store, nothing adopted;
 - a torn checkpoint: one sentence naming it and what to do; doing it restarts the run in a new MLflow run;
-- the tracking server gone for a while mid-run: training goes on and every number arrives.
+- the tracking server gone for a while mid-run: training goes on and every number arrives;
+- a store, and the checkpoint of a run in it, made by the code before its rooms and seam (EARLIER_CODE): the same
+  command under today's code resumes the run to the uninterrupted curve, and `bench report` reports it.
 """
 
 from __future__ import annotations
@@ -253,3 +255,51 @@ def test_a_tracking_server_gone_for_a_while_mid_run_loses_nothing(reference, tmp
         if runner.poll() is None:
             runner.kill()
         stop_server(server)
+
+
+# The code before the harness was split into rooms and the implementations behind one seam (issue 23's base): a
+# store it made, with a checkpoint of a run it was training, must resume and report under today's code.
+EARLIER_CODE = "64bedd8"
+
+
+def earlier_code(tmp_path: Path) -> Path:
+    """This project's files at EARLIER_CODE, exported from its git history."""
+    repository = Path(__file__).resolve().parents[1]
+    found = subprocess.run(["git", "-C", str(repository), "cat-file", "-e", f"{EARLIER_CODE}^{{commit}}"],
+                           capture_output=True)
+    if found.returncode != 0:
+        pytest.skip(f"this checkout's git history does not hold commit {EARLIER_CODE} (a shallow clone?)")
+    folder = tmp_path / "earlier-code"
+    folder.mkdir()
+    archive = subprocess.run(["git", "-C", str(repository), "archive", EARLIER_CODE], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
+def test_a_store_and_checkpoint_made_by_the_earlier_code_resume_and_report_under_todays(reference, tmp_path):
+    code = earlier_code(tmp_path)
+    output_dir = tmp_path / "runs"
+    runner = start_run(output_dir, code_dir=code)
+    wait_for(lambda: numbers_in_mlflow(output_dir) or runner.poll() is not None,
+             what="the earlier code's first checkpoint and its numbers in MLflow")
+    assert runner.poll() is None, "the earlier code's run ended before its first checkpoint"
+    the_worker(output_dir).send_signal(signal.SIGKILL)
+    runner.communicate(timeout=120)
+    client = store_client(output_dir)
+    (killed,) = child_runs(client)
+    assert killed.info.status == "KILLED" and checkpoints(output_dir)
+
+    resumed = bench_run(output_dir)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "1 resumed from an earlier attempt" in resumed.stdout
+    (run,) = child_runs(client)
+    assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
+    assert_curve_of_an_uninterrupted_run(client, run.info.run_id, *reference)
+
+    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--output-dir", str(output_dir),
+                             "--out", str(tmp_path / "report"), "--format", "md"],
+                            capture_output=True, text=True, env=ENVIRONMENT, timeout=600)
+    assert report.returncode == 0, report.stdout + report.stderr
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    final_top1 = run.data.metrics[interface.EVAL_TOP1]
+    assert run.data.tags["split_digest"][:16] in markdown and f"{100 * final_top1:.2f}" in markdown
