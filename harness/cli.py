@@ -235,8 +235,14 @@ def vendor_status() -> None:
               help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under --output-dir).")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=Path("runs"), show_default=True,
               help="The --output-dir of `bench run` (its embedded MLflow store).")
+@click.option("--margin", type=float, default=1.0, show_default=True, metavar="PP",
+              help="Equivalence margin of the verdicts, in percentage points of top-1: two implementations are "
+                   "equivalent when the paired seeds show their difference within ±PP (TOST at 5 %).")
+@click.option("--targets", default="0.5x,0.8x,0.9x,published", show_default=True, metavar="LIST",
+              help="Top-1 targets of the time-to-accuracy table: Nx is N times the section's best final top-1, a "
+                   "plain number a top-1 in % (e.g. 40), published the published number where there is one.")
 def report_command(experiment: str | None, parent_run_id: str | None, out: Path | None, formats: str,
-                   tracking_uri: str | None, output_dir: Path) -> None:
+                   tracking_uri: str | None, output_dir: Path, margin: float, targets: str) -> None:
     """Turn the runs in MLflow into a report: tables, figures, Markdown and PDF.
 
     Runs still RUNNING, or FAILED/KILLED, are listed apart and never averaged in; runs of different
@@ -250,10 +256,13 @@ def report_command(experiment: str | None, parent_run_id: str | None, out: Path 
         outcome = make_report(
             resolve_tracking_uri(tracking_uri, output_dir), experiment=experiment, parent_run_id=parent_run_id,
             out_dir=out, formats=tuple(part.strip() for part in formats.split(",") if part.strip()),
+            margin=margin, targets=targets,
         )
     except ReportError as error:
         raise click.ClickException(str(error)) from None
     unfinished = sum(outcome.unfinished_runs.values())
+    for line in outcome.verdicts:
+        click.echo(f"Verdict: {line}")
     click.echo(f"{outcome.finished_runs} finished run(s) in {len(outcome.sections)} section(s): "
                f"{'; '.join(title.replace('`', '') for title in outcome.sections) or 'none'}.")
     if unfinished:

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.report.collect import ReportError, collect, resolve_tracking_uri
-from harness.report.comparisons import paired_difference_table
+from harness.report.comparisons import headline_verdicts, paired_difference_table
+from harness.report.time_to_accuracy import DEFAULT_TARGETS, parse_targets, time_to_accuracy_table
+from harness.report.verdicts import DEFAULT_MARGIN
 from harness.report.figures import draw_section_figures, methods_top1_vs_iteration
 from harness.report.method_tables import method_differences_table, method_ledger_table, methods_table
 from harness.report.render import html_document, markdown_report, write_pdf
@@ -42,13 +44,18 @@ class ReportOutcome:
     finished_runs: int
     unfinished_runs: dict[str, int]  # status -> count
     sections: list[str] = field(default_factory=list)
+    verdicts: list[str] = field(default_factory=list)  # the lines that open the report
 
 
 def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id: str | None = None,
-                out_dir: Path | None = None, formats: tuple[str, ...] = FORMATS) -> ReportOutcome:
+                out_dir: Path | None = None, formats: tuple[str, ...] = FORMATS,
+                margin: float = DEFAULT_MARGIN, targets: str = DEFAULT_TARGETS) -> ReportOutcome:
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown or not formats:
         raise ReportError(f"--format takes a comma-separated subset of {','.join(FORMATS)}, not '{','.join(formats)}'.")
+    if not margin > 0:
+        raise ReportError(f"--margin is the equivalence margin in percentage points and must be above 0, not {margin:g}.")
+    target_list = parse_targets(targets)
     data = collect(tracking_uri, experiment=experiment, parent_run_id=parent_run_id)
     if out_dir is None:
         name = experiment or DEFAULT_EXPERIMENT
@@ -61,7 +68,7 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=_parent(out_dir)))
     staging.chmod(0o755)  # mkdtemp's 0700 would make the report private to this user
     try:
-        section_tables = {section.slug: _section_tables(section, data) for section in report_sections}
+        section_tables = {section.slug: _section_tables(section, data, margin, target_list) for section in report_sections}
         section_figures = {section.slug: draw_section_figures(data, section, staging) for section in report_sections}
         section_methods = {section.slug: method_tables(section, data) for section in report_sections}
         overview = [table for table in (methods_table(report_sections),
@@ -69,9 +76,10 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
                                         method_ledger_table(report_sections, data)) if table is not None]
         overview_figures = [figure for figure in (methods_top1_vs_iteration(data, report_sections, staging),)
                             if figure is not None]
+        verdicts = headline_verdicts(report_sections, margin)
         text = markdown_report(data, report_sections, overview, overview_figures, section_methods,
                                section_tables, section_figures, unfinished_table(data), ledger_table(),
-                               dt.datetime.now(dt.timezone.utc))
+                               dt.datetime.now(dt.timezone.utc), verdicts)
         pdf_pages = None
         if "md" in formats:
             (staging / MARKDOWN_NAME).write_text(text, encoding="utf-8")
@@ -89,16 +97,16 @@ def make_report(tracking_uri: str, experiment: str | None = None, parent_run_id:
         out_dir,
         out_dir / MARKDOWN_NAME if "md" in formats else None,
         out_dir / PDF_NAME if "pdf" in formats else None,
-        pdf_pages, figures, len(data.finished), unfinished, [section.title for section in report_sections],
+        pdf_pages, figures, len(data.finished), unfinished, [section.title for section in report_sections], verdicts,
     )
 
 
-def _section_tables(section: Section, data) -> list:
-    tables = [top1_table(section)]
-    difference = paired_difference_table(section)
-    if difference is not None:
-        tables.append(difference)
-    tables += [settings_table(section, data), other_metrics_table(section), published_table(section)]
+def _section_tables(section: Section, data, margin: float, targets: list) -> list:
+    """A section's tables; one that learned nothing has no differences, verdicts or published numbers."""
+    learned = section.at_chance is None
+    tables = [top1_table(section), paired_difference_table(section, margin) if learned else None,
+              time_to_accuracy_table(section, data, targets) if learned else None,
+              settings_table(section, data), other_metrics_table(section), published_table(section) if learned else None]
     return [table for table in tables if table is not None]
 
 

@@ -172,7 +172,8 @@ def _search(client: MlflowClient, experiment_id: str, run_filter: str) -> pd.Dat
         page = client.search_runs([experiment_id], run_filter, run_view_type=ViewType.ACTIVE_ONLY,
                                   max_results=1000, page_token=page_token)
         for run in page:
-            row = {"run_id": run.info.run_id, "status": run.info.status, "end_time": run.info.end_time or 0}
+            row = {"run_id": run.info.run_id, "status": run.info.status, "end_time": run.info.end_time or 0,
+                   "start_time": run.info.start_time or 0}
             row.update({f"metrics.{key}": value for key, value in run.data.metrics.items()})
             row.update({f"params.{key}": value for key, value in run.data.params.items()})
             row.update({f"tags.{key}": value for key, value in run.data.tags.items()})
@@ -220,6 +221,7 @@ def _run_table(frame: pd.DataFrame) -> pd.DataFrame:
         "iterations_planned": pd.to_numeric(param("iterations"), errors="coerce").astype("Int64"),
         "eval_interval": pd.to_numeric(param("eval_interval"), errors="coerce").astype("Int64"),
         "end_time": frame["end_time"].fillna(0).astype("int64"),
+        "start_time": frame["start_time"].fillna(0).astype("int64"),  # ms since the epoch, as MLflow keeps it
     })
     protocol = [param(name).fillna("?").astype(str) for name in PROTOCOL_FIELDS]
     runs["protocol"] = [tuple(values) for values in zip(*protocol)] if protocol else [()] * len(runs)

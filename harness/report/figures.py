@@ -65,6 +65,7 @@ def draw_section_figures(data: ReportData, section: Section, report_dir: Path) -
                               (interface.TRAIN_PSEUDO_LABEL_ACCURACY, "pseudo-label accuracy (kept)")],
                              "Mask rate (share of unlabeled images whose confidence passes the threshold τ) and "
                              "accuracy of those kept pseudo-labels against the hidden true labels", percent_axis=True),
+            top1_vs_training_time(data, section, report_dir),
             *confusion_matrices(data, section, report_dir),
             per_class_accuracy(data, section, report_dir),
         ]
@@ -138,6 +139,45 @@ def top1_vs_iteration(data: ReportData, section: Section, report_dir: Path) -> F
     path = _save(figure, report_dir, section, "top1_vs_iteration")
     return FigureFile(path, "Test top-1 accuracy of the EMA model at each evaluation: mean over seeds (line) and the "
                             "range from the lowest to the highest seed (band).")
+
+
+def top1_vs_training_time(data: ReportData, section: Section, report_dir: Path) -> FigureFile | None:
+    """Per label count, each run's top-1 against the iteration and against its training time (time_to_accuracy.py):
+    one line per seed, colour = implementation."""
+    from harness.report.time_to_accuracy import seconds_at, training_seconds
+
+    label_counts = sorted(section.runs["labels"].unique())
+    impls = impl_order(section.runs["impl"])
+    figure, axes = _label_grid(label_counts, rows_per_label=True, panels_per_label=2, height=2.3)
+    drawn = False
+    for row, labels in enumerate(label_counts):
+        for impl in impls:
+            runs = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
+            for index, run in enumerate(runs.itertuples()):
+                top1, seconds = data.history(run.run_id, interface.EVAL_TOP1), training_seconds(data, run.run_id)
+                if top1.empty or seconds.empty:
+                    continue
+                label = f"{impl} ({len(runs)} seed{'s' if len(runs) != 1 else ''})" if index == 0 else None
+                minutes = [seconds_at(seconds, int(step)) / 60 for step in top1.index]
+                for axis, x in ((axes[row, 0], top1.index.to_numpy()), (axes[row, 1], minutes)):
+                    axis.plot(x, top1.to_numpy() * 100, color=color(impl, impls), linewidth=1, marker="o",
+                              markersize=2, label=label)
+                drawn = True
+        for column, x_label in enumerate(("iteration", "training time (minutes; evaluation not counted)")):
+            axis = axes[row, column]
+            axis.set_title(f"{labels} labels")
+            axis.set_xlabel(x_label)
+            axis.set_ylabel("test top-1 % (EMA model)")
+            if column == 0:
+                axis.xaxis.set_major_formatter(EngFormatter(sep=""))
+            if axis.has_data():
+                axis.legend(loc="lower right")
+    if not drawn:
+        return None
+    path = _save(figure, report_dir, section, "top1_vs_training_time")
+    return FigureFile(path, "Test top-1 accuracy of the EMA model against the iteration (left) and against the "
+                            "worker's training time (right, evaluation and checkpoints not counted): one line per "
+                            "seed.")
 
 
 def methods_top1_vs_iteration(data: ReportData, report_sections: list[Section], report_dir: Path) -> FigureFile | None:

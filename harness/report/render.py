@@ -57,7 +57,7 @@ def markdown_report(data: ReportData, sections: list[Section], overview: list[Ta
                     overview_figures: list[FigureFile], section_methods: dict[str, list[Table]],
                     section_tables: dict[str, list[Table]],
                     section_figures: dict[str, list[FigureFile]], unfinished: Table | None, ledger: Table,
-                    generated_at: dt.datetime) -> str:
+                    generated_at: dt.datetime, verdicts: list[str] = ()) -> str:
     numbering = _Numbering()
     finished, pending = len(data.finished), len(data.unfinished)
     lines = [
@@ -68,7 +68,7 @@ def markdown_report(data: ReportData, sections: list[Section], overview: list[Ta
         + (f", {pending} unfinished (listed apart, never averaged in)." if pending else "."),
         "",
     ]
-    lines += _warnings(data, sections)
+    lines += _read_first(data, sections, verdicts)
     if not sections:
         lines += ["No run has finished yet, so there is nothing to average; the unfinished runs are listed below.", ""]
     if overview:
@@ -77,7 +77,7 @@ def markdown_report(data: ReportData, sections: list[Section], overview: list[Ta
             lines += _table_markdown(table, numbering)
         lines += _figures_markdown(overview_figures, numbering)
     for section in sections:
-        lines += [f"## {section.title}", "", _protocol_line(section), ""]
+        lines += [f"## {section.title}", ""] + _chance_lines(section) + [_protocol_line(section), ""]
         for table in section_tables[section.slug]:
             lines += _table_markdown(table, numbering)
         lines += ["### Figures", ""] + _figures_markdown(section_figures[section.slug], numbering)
@@ -106,6 +106,28 @@ def _figures_markdown(figures: list[FigureFile], numbering: _Numbering) -> list[
     return lines
 
 
+def _chance_lines(section: Section) -> list[str]:
+    if section.at_chance is None:
+        return []
+    return [f"> **{section.at_chance.sentence()}** No verdict, no differences between implementations and no "
+            "published numbers are shown for this section: they would compare noise.", ""]
+
+
+def _read_first(data: ReportData, sections: list[Section], verdicts: list[str]) -> list[str]:
+    """The box that opens the report: the verdicts, then what limits the numbers."""
+    lines = []
+    if verdicts:
+        lines += ["> **Verdicts** (paired by seed; the differences tables have every measure):", ">"]
+        lines += [f"> - {line}" for line in verdicts] + [">"]
+    learned_nothing = [section.title.replace("`", "") for section in sections if section.at_chance is not None]
+    if learned_nothing:
+        lines += [f"> **Learned nothing** (top-1 within chance): {'; '.join(learned_nothing)}.", ">"]
+    warnings = _warnings(data, sections)
+    if warnings:
+        lines += [f"> **Read first.** {' '.join(warnings)}", ">"]
+    return lines[:-1] + [""] if lines else []
+
+
 def _warnings(data: ReportData, sections: list[Section]) -> list[str]:
     warnings = []
     short = data.finished[data.finished["iterations_run"] < PAPER_ITERATIONS]
@@ -131,7 +153,7 @@ def _warnings(data: ReportData, sections: list[Section]) -> list[str]:
             f"{len(sections)} distinct training protocols: each has its own section, and numbers are never pooled "
             "across sections."
         )
-    return [f"> **Read first.** {' '.join(warnings)}", ""] if warnings else []
+    return warnings
 
 
 def _protocol_line(section: Section) -> str:

@@ -43,10 +43,47 @@ class Section:
     runs: pd.DataFrame  # rows of ReportData.runs
     summaries: pd.DataFrame  # rows of run_summaries(), same runs
     set_aside: pd.DataFrame = field(default_factory=pd.DataFrame)  # older finished runs of the same seed
+    at_chance: ChanceBound | None = None  # set when no run of the section can be told from guessing
 
     @property
     def algorithm(self) -> str:
         return self.protocol.get("algorithm", "fixmatch")  # runs recorded before other algorithms: FixMatch
+
+
+# A run "learned nothing" when its last evaluation's top-1 is a count of correct test images that uniform guessing
+# reaches with a probability of more than CHANCE_P (one-sided binomial test on the test set's size).
+CHANCE_P = 0.001
+
+
+@dataclass(frozen=True)
+class ChanceBound:
+    chance: float  # 1 / classes
+    bound: float  # the highest top-1 guessing reaches with probability CHANCE_P, on this many test images
+    test_images: int
+
+    def sentence(self) -> str:
+        return (f"These runs learned nothing: chance is {100 * self.chance:.0f} %, and no run's last top-1 beats "
+                f"{100 * self.bound:.1f} %, what guessing reaches with probability {CHANCE_P:g} on "
+                f"{self.test_images:,} test images (one-sided binomial test).")
+
+
+def chance_bound(data: ReportData, summaries: pd.DataFrame) -> ChanceBound | None:
+    """The bound of chance when every run in `summaries` is within it (their test sets and classes from the
+    confusion matrix of their last evaluation), else None."""
+    from scipy import stats
+
+    bounds = set()
+    for run in summaries.itertuples():
+        confusion = data.confusion.get(run.run_id)
+        if confusion is None:
+            return None
+        test_images, classes = int(confusion.matrix.sum()), len(confusion.class_names)
+        correct = round(run.top1_last * test_images)
+        if stats.binomtest(correct, test_images, 1 / classes, alternative="greater").pvalue <= CHANCE_P:
+            return None
+        bound = int(stats.binom.isf(CHANCE_P, test_images, 1 / classes))
+        bounds.add(ChanceBound(1 / classes, bound / test_images, test_images))
+    return min(bounds, key=lambda found: found.bound) if bounds else None
 
 
 def impl_order(impls) -> list[str]:
@@ -126,8 +163,9 @@ def sections(data: ReportData, summaries: pd.DataFrame) -> list[Section]:
                        if len({key[2][i] for key in siblings}) > 1 and protocol[i] != "?"]
             title += ", " + ", ".join(f"{PROTOCOL_FIELDS[i]}={protocol[i]}" for i in varying)
         slug = _slug(preset) + (f"-{len([s for s in result if s.preset == preset]) + 1}" if len(siblings) > 1 else "")
-        result.append(Section(title, slug, preset, protocol_params, runs,
-                              summaries[summaries["run_id"].isin(runs["run_id"])], set_aside))
+        section_summaries = summaries[summaries["run_id"].isin(runs["run_id"])]
+        result.append(Section(title, slug, preset, protocol_params, runs, section_summaries, set_aside,
+                              chance_bound(data, section_summaries)))
     return result
 
 
