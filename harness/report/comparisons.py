@@ -3,12 +3,10 @@ second, with its 95 % t interval and its verdict (verdicts.py)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from harness.report.formatting import (
     TOP1_BEST,
@@ -88,8 +86,7 @@ def paired_difference_table(section: Section, margin: float = DEFAULT_MARGIN) ->
             with_marks(f"{100 * paired.first_values.mean():.2f}", marks) if paired.seeds else "n/a",
             with_marks(f"{100 * paired.second_values.mean():.2f}", marks) if paired.seeds else "n/a",
             with_marks(f"{paired.differences.mean():+.2f}", marks) if paired.seeds else "n/a",
-            with_marks(paired_interval(paired.differences, paired.unpaired_split),
-                       marks if len(paired.seeds) >= 2 else ""),
+            with_marks(paired_interval(found, paired.unpaired_split), marks if len(paired.seeds) >= 2 else ""),
             found.words() if found is not None else "no paired seed",
         ])
     if not rows:
@@ -118,16 +115,16 @@ VERDICT_NOTE = (
 )
 
 
-def paired_interval(differences: np.ndarray, unpaired_split: int) -> str:
-    n = len(differences)
+def paired_interval(found: Verdict | None, unpaired_split: int) -> str:
+    """The verdict's 95 % t interval of the mean difference, or why there is none."""
+    n = found.seeds if found is not None else 0
     if n < 2:
         reason = f"{n} paired seed{'s' if n != 1 else ''}, needs ≥ 2"
         if unpaired_split:
             reason += f"; {unpaired_split} seed(s) ran on different splits"
         return f"n/a ({reason})"
-    half_width = stats.t.ppf(0.975, n - 1) * differences.std(ddof=1) / math.sqrt(n)
-    mean = differences.mean()
-    return f"[{mean - half_width:+.2f}, {mean + half_width:+.2f}]"
+    low, high = found.interval
+    return f"[{low:+.2f}, {high:+.2f}]"
 
 
 HEADLINE_MEASURE = "top1_last"  # the verdicts that open the report; the differences table has every measure
