@@ -90,14 +90,15 @@ class Scheduler:
         self.gpu_slots = GpuSlots(plan.gpu_ids)
         self.bars = GridBars(total=len(pending))
         self.stopping = False
+        self.stop_signal = signal.SIGTERM  # forwarded to the workers: a Ctrl-C reaches them as the SIGINT it was
         self.touched_parents: set[str] = set()
         self.relaunches: dict[str, int] = {}
 
     def run(self) -> None:
         # Ctrl-C and SIGTERM both stop the grid cleanly (SIGINT explicitly too: a shell starts background
         # jobs with it ignored, and then Python would never raise KeyboardInterrupt).
-        previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
-        previous_sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+        previous_sigterm = signal.signal(signal.SIGTERM, self._interrupted)
+        previous_sigint = signal.signal(signal.SIGINT, self._interrupted)
         try:
             self._loop()
         except KeyboardInterrupt:
@@ -109,6 +110,11 @@ class Scheduler:
             signal.signal(signal.SIGTERM, previous_sigterm)
             signal.signal(signal.SIGINT, previous_sigint)
             self.bars.close()
+
+    def _interrupted(self, signal_number: int, _frame) -> None:
+        if not self.stopping:
+            self.stop_signal = signal.Signals(signal_number)
+        raise KeyboardInterrupt
 
     def _loop(self) -> None:
         while self.pending or self.active:
@@ -303,7 +309,7 @@ class Scheduler:
         for active in self.active.values():
             pid = active.process.pid if active.process is not None else active.worker_pid
             if pid:
-                signal_process_group(pid, signal.SIGTERM)
+                signal_process_group(pid, self.stop_signal)
         deadline = time.monotonic() + SECONDS_TO_END_AFTER_STOP
         while self.active:
             try:

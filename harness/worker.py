@@ -83,6 +83,9 @@ def write_worker_file(run_key_folder: Path | str, facts: Mapping[str, object]) -
     write_text_atomically(Path(run_key_folder) / WORKER_FILE, json.dumps(dict(facts)))
 
 
+STOP_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)"}  # how a run's stop is named; other signals by their own name
+
+
 class Stopped(BaseException):
     """SIGTERM or SIGINT reached the worker: the run ends KILLED, its checkpoint kept."""
 
@@ -115,7 +118,7 @@ class RunnerEvents:
         # Ignore further signals while the run is being ended, so the cleanup itself is not interrupted.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.stop_signal = signal.Signals(signal_number).name
+        self.stop_signal = STOP_NAMES.get(signal_number, signal.Signals(signal_number).name)
         raise Stopped(self.stop_signal)
 
     def _stop_if_signalled(self) -> None:
@@ -232,11 +235,11 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
     events = RunnerEvents(events_stream, config.iterations, Path(spec.work_dir) / PROGRESS_FILE)
     print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at {_now()}", file=sys.stderr,
           flush=True)
-    client = _tracking_client(spec)
-    attempt = _Attempt()
-    signal.signal(signal.SIGTERM, events.stop)
+    attempt, client = _Attempt(), None
+    signal.signal(signal.SIGTERM, events.stop)  # before the store is opened: a stop then still ends the run
     signal.signal(signal.SIGINT, events.stop)
     try:
+        client = _tracking_client(spec)
         attempt.result = _train(spec, config, client, events, attempt)
         attempt.status = "FINISHED"
     except (Stopped, Exception) as error:
@@ -322,11 +325,13 @@ def _failure(error: BaseException, events: RunnerEvents) -> tuple[str, str]:
 
 
 def _end_mlflow_run(client, spec: RunSpec, attempt: _Attempt) -> None:
+    """End the run as the attempt went; `client` is None when a stop came before it was made."""
     import mlflow
 
     from harness import tracking
 
     try:
+        client = client or _tracking_client(spec)
         if attempt.status != "FINISHED":
             tracking.record_error(client, spec.run_id, attempt.status, attempt.message)
         if attempt.run_started:

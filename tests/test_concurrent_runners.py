@@ -66,6 +66,9 @@ def test_ctrl_c_stops_the_grid_cleanly_and_the_same_command_finishes_it(tmp_path
     assert "KILLED" in summary["fixmatch/own/40/s0"]
     assert "NOT STARTED" in summary["fixmatch/own/40/s1"]
     assert the_worker(tmp_path) is None  # stopped, not orphaned
+    assert "stopped by Ctrl-C (SIGINT) at iteration" in stdout + stderr and "SIGTERM" not in stdout + stderr
+    (killed,) = child_runs(store_client(tmp_path))
+    assert killed.data.tags[tracking.ERROR_TAG].startswith("stopped by Ctrl-C (SIGINT) at iteration ")
     finished = bench_run(tmp_path, seeds="0,1")
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert {run.info.status for run in child_runs(store_client(tmp_path))} == {"FINISHED"}
