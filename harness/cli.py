@@ -162,11 +162,12 @@ def ui_command(port: int, host: str, output_dir: Path, tracking_uri: str | None)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split, the batches and the initial weights.")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("data"), show_default=True,
               help="Folder holding cifar-10-batches-py (or that folder itself).")
+@click.option("--download", is_flag=True, help="Download CIFAR-10 into --data-dir when it is missing.")
 @click.option("--own-default", "own_defaults", multiple=True, metavar="FIELD",
               help="Leave this ledger switch at own's default (repeatable): shows what that difference changes.")
 @click.option("--list", "list_ledger", is_flag=True, help="Print the difference ledger and exit.")
-def parity_command(labels: int, steps: int, seed: int, data_dir: Path, own_defaults: tuple[str, ...],
-                   list_ledger: bool) -> None:
+def parity_command(labels: int, steps: int, seed: int, data_dir: Path, download: bool,
+                   own_defaults: tuple[str, ...], list_ledger: bool) -> None:
     """Check step by step that own, set to TorchSSL's choices, computes what TorchSSL's code computes.
 
     Same initial weights, the same fixed augmented batches; per step the logits, losses, mask, pseudo-labels,
@@ -179,7 +180,7 @@ def parity_command(labels: int, steps: int, seed: int, data_dir: Path, own_defau
         click.echo(format_ledger())
         return
     raise SystemExit(run_parity(ParityOptions(labels=labels, steps=steps, seed=seed, data_dir=data_dir,
-                                              own_defaults=own_defaults)))
+                                              download=download, own_defaults=own_defaults)))
 
 
 # --- bench vendor: owned by implementations/torchssl/checkout.py

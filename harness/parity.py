@@ -38,6 +38,7 @@ class ParityOptions:
     steps: int = 10
     seed: int = 0
     data_dir: Path = Path("data")
+    download: bool = False
     labeled_batch_size: int = 8
     unlabeled_ratio: int = 2
     own_defaults: tuple[str, ...] = ()  # ledger fields left at own's default
@@ -100,7 +101,7 @@ def run_parity(options: ParityOptions) -> int:
     except torchssl_checkout.VendorError as error:
         raise click.ClickException(f"{sentence(error)} The parity check runs TorchSSL's own code.") from None
     try:
-        data = load_cifar10(options.data_dir)
+        data = load_cifar10(options.data_dir, options.download)
         split = draw_split(data.train_labels, options.labels, options.seed, data.num_classes, data.identity)
     except (DataError, SplitError) as error:
         raise click.ClickException(sentence(error)) from None

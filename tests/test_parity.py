@@ -6,6 +6,7 @@ model switch of the ledger at own's default must make the check fail, or the che
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -73,6 +74,18 @@ def test_a_switch_that_is_not_in_the_ledger_is_refused_in_one_sentence():
     assert result.exit_code == 2
     assert "--own-default learning_rate is not a ledger switch; choose from" in result.output
     assert "Traceback" not in result.output
+
+
+def test_missing_data_is_one_sentence_naming_only_options_bench_parity_has(tmp_path):
+    torchssl_checkout()  # the check refuses without the checkout before it looks for data
+    result = CliRunner().invoke(bench, ["parity", "--data-dir", str(tmp_path / "nothing-here")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (message,) = result.output.strip().splitlines()
+    assert "cifar-10-batches-py" in message
+    named = set(re.findall(r"--[a-z][a-z-]+", message))
+    assert named, message  # it says which option to use
+    parity_options = set(re.findall(r"--[a-z][a-z-]+", CliRunner().invoke(bench, ["parity", "--help"]).output))
+    assert named <= parity_options, f"{message} names {named - parity_options}, which bench parity does not have"
 
 
 def test_every_ledger_item_that_can_change_accuracy_has_a_switch_to_torchssls_choice():
