@@ -159,6 +159,20 @@ def test_an_unreachable_source_is_one_sentence_and_leaves_nothing(tmp_path, upst
     assert not list(tmp_path.glob(".TorchSSL.partial-*"))
 
 
+def test_an_offline_sync_from_the_pinned_url_names_the_source_option(tmp_path, monkeypatch):
+    monkeypatch.setenv(vendor.CHECKOUT_ENV, str(tmp_path / "TorchSSL"))
+    for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there: github.com is unreachable
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    result = CliRunner().invoke(main, ["vendor", "sync"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    (message,) = result.output.strip().splitlines()
+    assert message.startswith(f"Error: could not fetch TorchSSL from {vendor.read_pin().url} (")
+    assert "`bench vendor sync --source <a TorchSSL bundle or local clone>`" in message
+    assert not (tmp_path / "TorchSSL").exists()
+
+
 def test_cli_sync_from_a_missing_path_exits_1_with_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setenv(vendor.CHECKOUT_ENV, str(tmp_path / "TorchSSL"))
     result = CliRunner().invoke(main, ["vendor", "sync", "--source", str(tmp_path / "nowhere")])

@@ -216,4 +216,6 @@ def _git(action, source: str):
         lines = [line.strip().removeprefix("stderr:").strip(" '") for line in str(error.stderr or "").splitlines()]
         messages = [line for line in lines if line.startswith(("fatal:", "error:"))] or [line for line in lines if line]
         reason = messages[-1].removeprefix("fatal:").removeprefix("error:").strip() if messages else f"git exit code {error.status}"
-        raise VendorError(f"could not fetch TorchSSL from {source} ({reason}).") from None
+        offline_hint = "" if Path(source).exists() or source.startswith("file://") else (
+            f" Without a network, `{SYNC_COMMAND} --source <a TorchSSL bundle or local clone>` fetches it from a file.")
+        raise VendorError(f"could not fetch TorchSSL from {source} ({reason}).{offline_hint}") from None
