@@ -189,10 +189,7 @@ def _reachable_store(options: GridOptions) -> tracking.TrackingStore:
             "the nodes reach, e.g. `mlflow server --backend-store-uri sqlite:///$HOME/mlflow.db --artifacts-destination "
             "$HOME/mlflow-artifacts --host 0.0.0.0 --port 5000`, and pass --tracking-uri http://<that host>:5000 "
             "(or --allow-sqlite to use the file all the same).")
-    try:
-        tracking.check_reachable(store)
-    except tracking.TrackingError as error:
-        raise click.ClickException(str(error)) from None
+    tracking.check_reachable(store)
     return store
 
 

@@ -43,12 +43,9 @@ def execute_grid(plan: GridPlan) -> GridResult:
 
 
 def _open_experiment(plan: GridPlan):
-    try:
-        with tracking.store_lock(plan.output_dir):
-            client = plan.store.client()  # MLflow creates (and migrates) an embedded store when a client opens it
-            return client, tracking.get_or_create_experiment(client, plan.options.experiment, plan.store.artifact_root)
-    except tracking.TrackingError as error:
-        raise click.ClickException(str(error)) from None
+    with tracking.store_lock(plan.output_dir):
+        client = plan.store.client()  # MLflow creates (and migrates) an embedded store when a client opens it
+        return client, tracking.get_or_create_experiment(client, plan.options.experiment, plan.store.artifact_root)
 
 
 def _finished_earlier(plan: GridPlan, client, experiment_id: str) -> tuple[dict[str, RunOutcome], int]:

@@ -308,14 +308,19 @@ def submit_grid(plan: GridPlan, client, experiment_id: str, pending: list[Planne
     return GridResult(outcomes_in_order, interrupted=False, submitted=True)
 
 
-def _submitted_runs(output_dir: Path, experiment: str, tracking_uri: str | None):
+def _store_client(output_dir: Path, tracking_uri: str | None) -> tracking.LockRetryingClient:
+    store = tracking.resolve_store(output_dir, tracking_uri)
+    tracking.check_reachable(store)  # before MLflow opens it: a damaged file is our sentence, not its traceback
+    return store.client()
+
+
+def _submitted_runs(output_dir: Path, experiment: str, client: tracking.LockRetryingClient):
     """(run folder, job record, MLflow run or None) of every run of the experiment submitted as a job."""
     folder = Path(output_dir) / tracking.safe_folder_name(experiment)
     records = [(path.parent, JobRecord.load(path.parent)) for path in sorted(folder.glob(f"*/{JOB_FILE}"))]
     if not records:
         raise click.ClickException(f"No run of experiment '{experiment}' under {output_dir} was submitted to Slurm; "
                                    "submit with `bench run --executor slurm …`.")
-    client = tracking.resolve_store(output_dir, tracking_uri).client()
     runs = []
     for run_folder_path, record in records:
         try:
@@ -329,9 +334,9 @@ def _submitted_runs(output_dir: Path, experiment: str, tracking_uri: str | None)
 def show_status(output_dir: Path, experiment: str, tracking_uri: str | None) -> int:
     """`bench status`: each submitted run's state in Slurm and in MLflow, and its last iteration. A parent run whose
     children have all ended is ended too (no runner stays to do it for jobs)."""
-    client = tracking.resolve_store(output_dir, tracking_uri).client()
+    client = _store_client(output_dir, tracking_uri)
     submitted = []
-    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+    for folder, record, run in _submitted_runs(output_dir, experiment, client):
         state = record.state() if record is not None else "?"
         if run is not None and run.info.status in ("RUNNING", "SCHEDULED") and state not in LIVE_STATES \
                 and not worker_holds(folder):  # the job is over and no worker holds the run: it was killed
@@ -363,7 +368,7 @@ def cancel_jobs(output_dir: Path, experiment: str, tracking_uri: str | None) -> 
     """`bench cancel`: cancel every queued or running job of the experiment's submitted runs; each run keeps its
     checkpoint, and `bench run --executor slurm` with the same options submits it again."""
     cancelled = 0
-    for folder, record, run in _submitted_runs(output_dir, experiment, tracking_uri):
+    for folder, record, run in _submitted_runs(output_dir, experiment, _store_client(output_dir, tracking_uri)):
         if record is not None and record.state() in LIVE_STATES:
             record.cancel()
             cancelled += 1

@@ -30,15 +30,13 @@ def serve_ui(output_dir: Path | str, tracking_uri: str | None = None, host: str 
              port: int = 5000) -> int:
     store = tracking.resolve_store(output_dir, tracking_uri)
     if store.is_server:
-        try:
-            tracking.check_reachable(store)
-        except tracking.TrackingError as error:
-            raise click.ClickException(str(error)) from None
+        tracking.check_reachable(store)
         click.echo(f"{store.tracking_uri} is an MLflow server with its own UI: open {store.tracking_uri}")
         return 0
     if store.embedded and not Path(output_dir, tracking.STORE_FILE).exists():
         raise click.ClickException(f"There is no MLflow store at {Path(output_dir) / tracking.STORE_FILE}; "
                                    "run `bench run` first or pass the --output-dir it used.")
+    tracking.check_reachable(store)  # a damaged file: our sentence, not the server's traceback
     if not 0 < port < 65536:
         raise click.UsageError(f"--port {port} is not a port number (1-65535).")
     _check_port_free(host, port)

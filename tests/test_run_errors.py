@@ -167,8 +167,9 @@ def test_a_damaged_store_is_named_in_one_sentence(tmp_path):
                                        "--data-dir", str(SUBSET_DIR), "--output-dir", str(output_dir)],
                                 env={"MLFLOW_TRACKING_URI": None})
     assert result.exit_code == ERROR
-    assert error_line(result).startswith(f"The MLflow store {output_dir.resolve() / 'mlflow.db'} cannot be opened (")
-    assert "move it aside" in error_line(result)
+    assert error_line(result) == (f"The MLflow store {output_dir.resolve() / 'mlflow.db'} is damaged (file is not a "
+                                  "database): restore it from a backup, or move it aside and pass --tracking-uri (or "
+                                  "--output-dir) to use another store.")
     assert "Traceback" not in result.output
 
 

@@ -15,7 +15,6 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
@@ -126,14 +125,11 @@ def collect(tracking_uri: str, experiment: str | None = None, parent_run_id: str
 
 
 def _require_store(tracking_uri: str) -> None:
-    """A missing sqlite file would be created empty by MLflow, and a dead server retried for minutes:
-    both become one sentence here instead."""
-    if urlparse(tracking_uri).scheme == "sqlite" and tracking_uri.startswith("sqlite:///"):
-        path = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise ReportError(f"No MLflow store at {path}; run `bench run` first, "
-                              "or pass --output-dir or --tracking-uri.")
-        return
+    """A missing sqlite file would be created empty by MLflow, a damaged one fail deep in a query, and a dead
+    server be retried for minutes: each becomes one sentence here instead."""
+    path = tracking.sqlite_path(tracking_uri)
+    if path is not None and not path.is_file():
+        raise ReportError(f"No MLflow store at {path}; run `bench run` first, or pass --output-dir or --tracking-uri.")
     try:
         tracking.check_reachable(tracking.TrackingStore(tracking_uri, artifact_root=None, embedded=False))
     except tracking.TrackingError as error:

@@ -4,6 +4,7 @@ holds a SQLite store."""
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import os
 import random
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import click
 from mlflow.tracking import MlflowClient
 
 from implementations.common import first_line
@@ -21,8 +23,9 @@ STORE_FILE = "mlflow.db"
 ARTIFACTS_FOLDER = "artifacts"
 
 
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message is one sentence for the user."""
+class TrackingError(click.ClickException):
+    """The tracking store cannot be used; the message is one sentence for the user (every command prints it
+    as its error and exits 1)."""
 
 
 # --- where the store is ---------------------------------------------------------------------------------
@@ -97,10 +100,16 @@ class TrackingStore:
         return urllib.parse.urlparse(self.tracking_uri).scheme in ("http", "https")
 
 
+# MLflow's tracking stores: a folder (no scheme, or file:), a database through SQLAlchemy (sqlite and the
+# servers it speaks to, with or without a +driver), an MLflow server, Databricks.
+KNOWN_SCHEMES = ("", "file", "sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
+
+
 def resolve_store(output_dir: Path | str, tracking_uri: str | None = None) -> TrackingStore:
     """`tracking_uri`, else `MLFLOW_TRACKING_URI`, else the embedded sqlite store under `output_dir`."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
     if uri:
+        _check_scheme(uri, "--tracking-uri" if tracking_uri else "MLFLOW_TRACKING_URI")
         return TrackingStore(tracking_uri=uri, artifact_root=None, embedded=False)
     output_dir = Path(output_dir).resolve()
     return TrackingStore(
@@ -110,20 +119,54 @@ def resolve_store(output_dir: Path | str, tracking_uri: str | None = None) -> Tr
     )
 
 
+def _check_scheme(uri: str, given_by: str) -> None:
+    scheme = urllib.parse.urlparse(uri).scheme.lower()
+    if scheme.split("+")[0] in KNOWN_SCHEMES or len(scheme) == 1:  # one letter: a Windows drive
+        return
+    close = difflib.get_close_matches(scheme, KNOWN_SCHEMES[1:], n=1)
+    raise TrackingError(f"{given_by} {uri} has a scheme MLflow has no store for ({scheme}://"
+                        + (f"; did you mean {close[0]}://?" if close else "")
+                        + "); use a folder path, sqlite:///path/to/mlflow.db, http(s)://host:port of an MLflow "
+                          "server, or a database URL (postgresql://, mysql://, mssql://).")
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI; None for any other store."""
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
+def _damage(database: Path) -> str | None:
+    """What SQLite finds wrong with the file (a truncated copy, another file in its place); None when it is sound."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True,
+                                                timeout=LOCKED_STORE_WAIT_SECONDS)) as connection:
+            problems = [row[0] for row in connection.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as error:
+        return None if _is_locked(error) else str(error)
+    return None if problems == ["ok"] else problems[0]
+
+
 def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
-    """Fail fast, in one sentence, when the store cannot be reached (MLflow's own client would retry
-    an unreachable server for minutes)."""
-    if store.embedded:
-        database = Path(store.tracking_uri.removeprefix("sqlite:///"))
+    """Fail fast, in one sentence, when the store cannot be reached or is damaged (MLflow's own client would
+    retry an unreachable server for minutes, and meet a damaged file deep in a query)."""
+    database = sqlite_path(store.tracking_uri)
+    if database is not None:
         if not database.exists():
             return  # the runner creates it under the store lock, once the whole grid has been checked
+        problem = _damage(database)
+        if problem is not None:
+            raise TrackingError(f"The MLflow store {database} is damaged ({problem}): restore it from a backup, or "
+                                "move it aside and pass --tracking-uri (or --output-dir) to use another store.")
         try:
-            with store_lock(database.parent):  # wait while another runner is still creating it
+            # wait while another runner is still creating it
+            with store_lock(database.parent) if store.embedded else contextlib.nullcontext():
                 store.client().search_experiments(max_results=1)  # opening it completes a half-made store
         except Exception as error:
-            raise TrackingError(f"The MLflow store {database} cannot be opened ({first_line(error)}); if it is "
-                                "damaged, move it aside (its runs are then gone from the UI and reports) or choose "
-                                "another --output-dir.") from None
+            raise TrackingError(f"The MLflow store {database} cannot be opened ({first_line(error)}); restore it from "
+                                "a backup, or move it aside and pass --tracking-uri (or --output-dir) to use another "
+                                "store.") from None
         return
     if store.is_server:
         import requests
