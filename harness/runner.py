@@ -19,7 +19,7 @@ from harness.console import print_grid_header, print_summary
 from harness.grid_runs import NOT_STARTED, GridResult, RunOutcome, end_parent, outcome_from_store
 from harness.layout import save_splits
 from harness.plan import GridOptions, GridPlan, plan_grid
-from implementations.common import sentence
+from implementations.common import first_line, is_disk_full
 from harness.scheduler import Scheduler
 
 
@@ -71,7 +71,9 @@ def _run_locally(plan: GridPlan, client, experiment_id: str, pending, outcomes: 
             try:
                 end_parent(client, experiment_id, parent_run_id)
             except Exception as error:  # an unreachable store: the next `bench run` ends it
-                click.echo(f"The parent run {parent_run_id} could not be ended ({sentence(error)}).", err=True)
+                reason = "the disk holding the store is full" if is_disk_full(error) else first_line(error)
+                click.echo(f"The parent run {parent_run_id} could not be ended ({reason}); the next `bench run` "
+                           "of this grid ends it.", err=True)
     return scheduler.stopping
 
 
@@ -79,6 +81,9 @@ def run_grid(options: GridOptions) -> int:
     """`bench run`: 0 when every run of the grid is finished, 1 when one failed or was killed, 130 when
     the grid was stopped (Ctrl-C, SIGTERM)."""
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # not "Creating initial MLflow database tables..."
+    # It logs every SQLAlchemy error, with the statement and its parameters, before raising it: the runner
+    # says what each error means in one sentence instead.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     plan = plan_grid(options)
     result = execute_grid(plan)
     if result.interrupted:

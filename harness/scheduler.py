@@ -34,7 +34,7 @@ from harness.layout import process_alive, read_worker_file, run_folder, worker_h
 from harness.plan import GridPlan, PlannedRun
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, RunSpec,
                             hold_run_lock, write_worker_file)
-from implementations.common import sentence
+from implementations.common import first_line, full_disk_file, is_disk_full
 
 
 SECONDS_TO_END_AFTER_STOP = 60  # a stopped worker gets this long to end its MLflow run before SIGKILL
@@ -61,6 +61,7 @@ class WatchedRun:
     last_top1: float | None = None
     last_checkpoint: int | None = None
     worker_seconds: float | None = None  # the worker's own time, from its "finished" event
+    disk_full_message: str = ""  # a full disk ended it: the sentence that says so (the worker's, when it sent one)
 
     @property
     def name(self) -> str:
@@ -216,6 +217,8 @@ class Scheduler:
                                        bool(event.get("evaluated")))
         elif event.get("event") == "finished" and event.get("wall_seconds") is not None:
             active.worker_seconds = float(event["wall_seconds"])
+            if event.get("disk_full"):
+                active.disk_full_message = str(event.get("message", ""))
 
     def _show_attached_progress(self, active: WatchedRun) -> None:
         try:
@@ -253,9 +256,22 @@ class Scheduler:
         try:
             return self._outcome_recorded(active, return_code)
         except Exception as error:  # the store cannot be reached: what the worker logged waits in its journal
+            if is_disk_full(error):
+                active.disk_full_message = active.disk_full_message or self._store_full_message(active, error)
+                message = active.disk_full_message
+            else:
+                message = (f"the MLflow store could not be read ({first_line(error)}); run the same command again once "
+                           "it is reachable: the run's numbers wait in its work dir")
             return RunOutcome(active.name, active.run_id, "UNRECORDED", log_path=active.work_dir / LOG_FILE,
-                              message=f"the MLflow store could not be read ({sentence(error)}); run the same "
-                                      "command again once it is reachable: the run's numbers wait in its work dir")
+                              message=message)
+
+    def _store_full_message(self, active: WatchedRun, error: Exception) -> str:
+        named = full_disk_file(error)
+        store = Path(named) if named else tracking.sqlite_path(self.plan.store.tracking_uri) or active.work_dir / LOG_FILE
+        kept = (f"its checkpoint of iteration {active.last_checkpoint} is kept" if active.last_checkpoint
+                else "it had no checkpoint yet")
+        return (f"the disk holding {store.parent} is full, so the MLflow store could not record how the run ended "
+                f"at iteration {active.last_iteration}; {kept}; free space there and run the same command again")
 
     def _outcome_recorded(self, active: WatchedRun, return_code: int | None) -> RunOutcome:
         outcome = outcome_from_store(self.client, active.name, active.run_id) if active.run_id else \
@@ -289,7 +305,8 @@ class Scheduler:
             self.pending.appendleft(active.planned)
             return
         self.outcomes[key] = outcome
-        tail = "" if outcome.status == "FINISHED" or outcome.log_path is None else _log_tail(outcome.log_path, active.log_offset)
+        quiet = outcome.status == "FINISHED" or outcome.log_path is None or active.disk_full_message
+        tail = "" if quiet else _log_tail(outcome.log_path, active.log_offset)  # a full disk: the sentence says all
         self.bars.run_ended(active.bar, outcome, tail)
 
     def _stop_all(self) -> None:

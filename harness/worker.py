@@ -26,7 +26,8 @@ from typing import IO, Mapping
 
 from implementations import interface
 from implementations.cadence import Throttle
-from implementations.common import write_text_atomically
+from implementations.common import (SQLITE_FULL, error_chain, first_line, full_disk_file, is_disk_full,
+                                    write_text_atomically)
 from implementations.interface import CheckpointError, NonFiniteLossError, RunInputs, TrainConfig
 
 SPEC_FILE = "spec.json"
@@ -167,7 +168,11 @@ class RunnerEvents:
 
     def stopped_message(self, stop: "Stopped") -> str:
         """What a stop kept and what it costs, as the run's record of why it ended."""
-        message = f"stopped by {stop} at iteration {self.last_iteration}"
+        return self.ended_message(f"stopped by {stop}")
+
+    def ended_message(self, cause: str) -> str:
+        """`cause` at the last iteration, and what the run keeps and what resuming it costs."""
+        message = f"{cause} at iteration {self.last_iteration}"
         if self.last_checkpoint is None:
             return message + " before its first checkpoint: it starts from the beginning when resumed"
         lost = self.last_iteration - self.last_checkpoint
@@ -233,8 +238,7 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
     started = time.monotonic()
     config = spec.train_config()
     events = RunnerEvents(events_stream, config.iterations, Path(spec.work_dir) / PROGRESS_FILE)
-    print(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at {_now()}", file=sys.stderr,
-          flush=True)
+    _log(f"--- worker {os.getpid()} starting {spec.run_name} (run {spec.run_id}) at {_now()}")
     attempt, client = _Attempt(), None
     signal.signal(signal.SIGTERM, events.stop)  # before the store is opened: a stop then still ends the run
     signal.signal(signal.SIGINT, events.stop)
@@ -243,14 +247,15 @@ def run_worker(spec: RunSpec, events_stream: IO[str]) -> int:
         attempt.result = _train(spec, config, client, events, attempt)
         attempt.status = "FINISHED"
     except (Stopped, Exception) as error:
-        attempt.status, attempt.message = _failure(error, events)
+        attempt.status, attempt.message = _failure(error, events, spec)
+        attempt.disk_full = is_disk_full(error)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _end_mlflow_run(client, spec, attempt)
         wall_seconds = time.monotonic() - started
-        print(f"--- worker ended {attempt.status} at {_now()} after {wall_seconds:.1f} s"
-              f"{': ' + attempt.message if attempt.message else ''}", file=sys.stderr, flush=True)
+        _log(f"--- worker ended {attempt.status} at {_now()} after {wall_seconds:.1f} s"
+             f"{': ' + attempt.message if attempt.message else ''}")
     events.send("finished", **attempt.finished_event(wall_seconds))
     return {"FINISHED": EXIT_FINISHED, "FAILED": EXIT_FAILED}.get(attempt.status, EXIT_KILLED)
 
@@ -261,11 +266,13 @@ class _Attempt:
 
     status: str = "FAILED"
     message: str = ""
+    disk_full: bool = False  # the message says so; the traceback stays in worker.log
     result: interface.RunResult | None = None  # when training returned
     run_started: bool = False  # the MLflow run was started in this process (mlflow.start_run)
 
     def finished_event(self, wall_seconds: float) -> dict:
-        finished = {"status": self.status, "message": self.message, "wall_seconds": wall_seconds}
+        finished = {"status": self.status, "message": self.message, "wall_seconds": wall_seconds,
+                    "disk_full": self.disk_full}
         if self.result is not None:
             finished.update(iterations=self.result.iterations, best_top1=self.result.best_top1,
                             final_top1=self.result.final_metrics.get(interface.EVAL_TOP1))
@@ -310,18 +317,34 @@ def _train(spec: RunSpec, config: TrainConfig, client, events: RunnerEvents, att
     return result
 
 
-def _failure(error: BaseException, events: RunnerEvents) -> tuple[str, str]:
+def _failure(error: BaseException, events: RunnerEvents, spec: RunSpec) -> tuple[str, str]:
     """The status and message of an attempt that raised; called inside its `except`."""
     from harness import tracking
 
     if isinstance(error, Stopped):
         return "KILLED", events.stopped_message(error)
+    if is_disk_full(error):
+        _log(traceback.format_exc().rstrip())  # the details stay in worker.log, if it can still be written
+        return "FAILED", events.ended_message(f"the disk holding {_full_disk_folder(error, spec)} is full") + (
+            "; free space there and run the same command again")
     if isinstance(error, NonFiniteLossError):
         return "FAILED", f"non-finite loss: {error}"
     if isinstance(error, (CheckpointError, tracking.TrackingError)):  # the message says what happened and what to do
         return "FAILED", str(error)
-    traceback.print_exc(file=sys.stderr)
+    _log(traceback.format_exc().rstrip())
     return "FAILED", f"{type(error).__name__}: {error}"
+
+
+def _full_disk_folder(error: BaseException, spec: RunSpec) -> Path:
+    from harness import tracking
+
+    named = full_disk_file(error)
+    if named is not None:
+        return Path(named).parent
+    store = tracking.sqlite_path(spec.tracking_uri)
+    if store is not None and any(SQLITE_FULL in str(link) for link in error_chain(error)):
+        return store.parent
+    return Path(spec.work_dir)
 
 
 def _end_mlflow_run(client, spec: RunSpec, attempt: _Attempt) -> None:
@@ -339,7 +362,15 @@ def _end_mlflow_run(client, spec: RunSpec, attempt: _Attempt) -> None:
         else:
             client.set_terminated(spec.run_id, attempt.status)
     except Exception as error:  # the store itself failed: the runner marks the run from outside
-        print(f"--- could not end the MLflow run: {error}", file=sys.stderr, flush=True)
+        _log(f"--- could not end the MLflow run: {first_line(error)}")
+
+
+def _log(line: str) -> None:
+    """A line in worker.log (stderr); on a full disk the line is lost, not the run's end."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 def _now() -> str:

@@ -10,13 +10,16 @@ the smoke preset on real CIFAR-10 images, under the faults a long grid meets.
 - a torn checkpoint: one sentence naming it and what to do; doing it restarts the run in a new MLflow run;
 - the tracking server gone for a while mid-run: training goes on and every number arrives;
 - a store, and the checkpoint of a run in it, made by the code before its rooms and seam (EARLIER_CODE): the same
-  command under today's code resumes the run to the uninterrupted curve, and `bench report` reports it.
+  command under today's code resumes the run to the uninterrupted curve, and `bench report` reports it;
+- the disk holding the output dir and store fills mid-run: one sentence saying so, no traceback or SQL; once
+  space is freed, the same command finishes the run to the uninterrupted curve.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +40,7 @@ from tests.bench_processes import (
     bench_run,
     child_runs,
     history,
+    run_arguments,
     start_run,
     store_client,
     the_worker,
@@ -303,3 +307,79 @@ def test_a_store_and_checkpoint_made_by_the_earlier_code_resume_and_report_under
     markdown = (tmp_path / "report" / "report.md").read_text()
     final_top1 = run.data.metrics[interface.EVAL_TOP1]
     assert run.data.tags["split_digest"][:16] in markdown and f"{100 * final_top1:.2f}" in markdown
+
+
+# In a mount namespace of its own, so that the small disk is this test's alone and vanishes with it: the run's
+# output dir and store on a tmpfs, filled by another writer once the first checkpoint is written; then the
+# space freed and the same command run again. What the store holds is copied out before the namespace ends.
+FULL_DISK_SCRIPT = r"""
+set -u
+mount -t tmpfs -o size=64m tmpfs "$DISK" || exit 77
+"$@" > "$OUT/first.out" 2> "$OUT/first.err" &
+runner=$!
+until ls "$DISK"/runs/*/*/*/checkpoint.pt > /dev/null 2>&1 || ! kill -0 $runner 2> /dev/null; do sleep 0.1; done
+dd if=/dev/zero of="$DISK/ballast" bs=64k 2> /dev/null
+wait $runner; echo $? > "$OUT/first.rc"
+rm "$DISK/ballast"
+"$@" > "$OUT/second.out" 2> "$OUT/second.err"; echo $? > "$OUT/second.rc"
+cp -a "$DISK/runs" "$OUT/runs"
+"""
+
+
+def in_a_mount_namespace() -> list[str]:
+    """unshare, as root or in a user namespace of its own; the test is skipped, with the reason, where neither
+    is allowed."""
+    command = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-Urm"]
+    probe = subprocess.run([*command, "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace with a tmpfs here ({probe.stderr.strip() or probe.returncode})")
+    return command
+
+
+def test_a_disk_that_fills_mid_run_is_one_sentence_and_after_space_is_freed_the_same_command_finishes(reference, tmp_path):
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    script = tmp_path / "full_disk.sh"
+    script.write_text(FULL_DISK_SCRIPT)
+    completed = subprocess.run([*in_a_mount_namespace(), "bash", str(script), *run_arguments(disk / "runs")],
+                               env={**ENVIRONMENT, "DISK": str(disk), "OUT": str(out)}, capture_output=True,
+                               text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    first = (out / "first.out").read_text() + (out / "first.err").read_text()
+    assert (out / "first.rc").read_text().strip() == "1", first
+    assert "Traceback" not in first and "SQL" not in first and "sqlalchemy" not in first.lower(), first
+    (sentence,) = [line for line in first.splitlines() if line.startswith("fixmatch/own/40/s0 UNRECORDED: ")
+                   or line.startswith("fixmatch/own/40/s0 FAILED: ")]
+    assert re.search(rf": the disk holding {re.escape(str(disk / 'runs'))}\S* is full", sentence), sentence
+    assert "is kept" in sentence and "free space there and run the same command again" in sentence, sentence
+
+    second = (out / "second.out").read_text() + (out / "second.err").read_text()
+    assert (out / "second.rc").read_text().strip() == "0", second
+    client = store_client(out / "runs")
+    (run,) = child_runs(client)
+    assert run.info.status == "FINISHED"
+    assert_curve_of_an_uninterrupted_run(client, run.info.run_id, *reference)
+
+
+CHECKPOINT_ON_A_FULL_DISK = r"""
+import os, subprocess, sys, torch
+from implementations.common import DiskFullError, write_atomically
+disk = sys.argv[1]
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk], check=True)
+write_atomically(os.path.join(disk, "checkpoint.pt"), lambda file: torch.save(torch.zeros(1000), file))
+try:
+    write_atomically(os.path.join(disk, "checkpoint.pt"), lambda file: torch.save(torch.zeros(500_000), file))
+except DiskFullError as error:
+    print("DiskFullError", error.filename, sorted(os.listdir(disk)), torch.load(os.path.join(disk, "checkpoint.pt")).numel())
+"""
+
+
+def test_a_checkpoint_that_does_not_fit_on_the_disk_is_a_disk_full_error_and_the_previous_one_stays(tmp_path):
+    # torch.save itself reports a full disk as a RuntimeError about a zip position.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    completed = subprocess.run([*in_a_mount_namespace(), sys.executable, "-c", CHECKPOINT_ON_A_FULL_DISK, str(disk)],
+                               env=ENVIRONMENT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["DiskFullError", str(disk / "checkpoint.pt"), "['checkpoint.pt']", "1000"]
