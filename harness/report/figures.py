@@ -81,30 +81,77 @@ def _seed_curves(data: ReportData, runs: pd.DataFrame, key: str) -> pd.DataFrame
 
 def _plot_band(axis, curves: pd.DataFrame, label: str, line_color: str, scale: float = 1.0) -> None:
     steps = curves.index.to_numpy()
-    axis.plot(steps, curves.mean(axis=1) * scale, color=line_color, linewidth=1.2,
+    axis.plot(steps, curves.mean(axis=1) * scale, color=line_color, linewidth=1.2, linestyle=_linestyle(label),
               marker="o" if len(steps) <= 40 else None, markersize=2.5,  # few evaluations: show where they are
-              label=f"{label} (mean of {curves.shape[1]} seed{'s' if curves.shape[1] != 1 else ''})")
+              label=label)
     if curves.shape[1] > 1:
         axis.fill_between(steps, curves.min(axis=1) * scale, curves.max(axis=1) * scale,
                           color=line_color, alpha=0.2, linewidth=0)
 
 
 def _label_grid(label_counts: list[int], rows_per_label: bool, panels_per_label: int, height: float,
-                full_width: bool = False):
+                full_width: bool = False, sharex: bool | str = True):
     if rows_per_label:
         shape = (len(label_counts), panels_per_label)
     else:
         columns = min(COLUMNS_PER_ROW, len(label_counts))
         shape = (int(np.ceil(len(label_counts) / columns)), columns)
     width = WIDTH_INCHES if shape[1] > 1 or full_width else WIDTH_INCHES * 0.6  # one panel: no need to stretch it
-    figure = Figure(figsize=(width, height * shape[0]), layout="constrained", dpi=DPI)
-    axes = figure.subplots(*shape, squeeze=False)
+    figure = Figure(figsize=(width, height * shape[0] + LEGEND_INCHES), layout="constrained", dpi=DPI)
+    axes = figure.subplots(*shape, squeeze=False, sharex=sharex)
     return figure, axes
 
 
-def _save(figure: Figure, report_dir: Path, section: Section, name: str) -> Path:
+LEGEND_INCHES = 0.3  # the figure's one legend, below its panels
+
+
+def seeds_label(impl: str, seed_counts: set[int]) -> str:
+    """The legend's entry of an implementation: how many seeds its lines average, over every panel."""
+    low, high = min(seed_counts), max(seed_counts)
+    return f"{impl} ({low}{f'–{high}' if high != low else ''} seed{'s' if high != 1 else ''})"
+
+
+def figure_legend(figure: Figure, entries: dict[str, tuple[str, dict]]) -> None:
+    """One legend below the panels, never over data: label -> (colour, line properties)."""
+    from matplotlib.lines import Line2D
+
+    if not entries:
+        return
+    handles = [Line2D([], [], color=line_color, **{"linewidth": 1.2, **properties})
+               for line_color, properties in entries.values()]
+    figure.legend(handles, list(entries), loc="outside lower center", ncols=min(len(entries), 4), frameon=False)
+
+
+def iteration_axis(axis, last_step: float) -> None:
+    """Iterations from 0 to the last evaluated one (one point, or many: the same scale for every panel)."""
+    axis.set_xlim(0, max(last_step, 1) * 1.04)
+    axis.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
+def minimum_span(axis, span: float, low: float | None = None, high: float | None = None) -> None:
+    """At least `span` on the y-axis, within [low, high]: a flat line or one point gets a readable scale instead
+    of ticks a rounding error apart."""
+    bottom, top = axis.get_ylim()
+    if top - bottom >= span:
+        return
+    centre = (bottom + top) / 2
+    bottom, top = centre - span / 2, centre + span / 2
+    if low is not None and bottom < low:
+        bottom, top = low, low + span
+    if high is not None and top > high:
+        bottom, top = high - span, high
+    axis.set_ylim(bottom, top)
+
+
+def _last_step(data: ReportData, runs: pd.DataFrame, key: str) -> float:
+    steps = [data.history(run_id, key).index.max() for run_id in runs["run_id"]]
+    steps = [step for step in steps if pd.notna(step)]
+    return float(max(steps)) if steps else 1.0
+
+
+def _save(figure: Figure, report_dir: Path, section: Section, name: str, tight: bool = False) -> Path:
     relative = Path("figures") / f"{section.slug}_{name}.png"
-    figure.savefig(report_dir / relative, dpi=DPI)
+    figure.savefig(report_dir / relative, dpi=DPI, **({"bbox_inches": "tight", "pad_inches": 0.05} if tight else {}))
     return relative
 
 
@@ -123,22 +170,26 @@ def top1_vs_iteration(data: ReportData, section: Section, report_dir: Path) -> F
     label_counts = sorted(section.runs["labels"].unique())
     impls = impl_order(section.runs["impl"])
     figure, axes = _label_grid(label_counts, rows_per_label=False, panels_per_label=1, height=2.6)
+    seeds: dict[str, set[int]] = {}
     for axis, labels in zip(axes.flat, label_counts):
         for impl in impls:
             runs = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
             curves = _seed_curves(data, runs, interface.EVAL_TOP1)
             if not curves.empty:
                 _plot_band(axis, curves, impl, color(impl, impls), scale=100)
+                seeds.setdefault(impl, set()).add(curves.shape[1])
         axis.set_title(f"{labels} labels")
         axis.set_xlabel("iteration")
         axis.set_ylabel("test top-1 % (EMA model)")
-        axis.xaxis.set_major_formatter(EngFormatter(sep=""))
-        axis.legend(loc="lower right")
+        minimum_span(axis, 5, 0, 100)
+    iteration_axis(axes.flat[0], _last_step(data, section.runs, interface.EVAL_TOP1))
     for axis in list(axes.flat)[len(label_counts):]:
         axis.set_visible(False)
+    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"marker": "o", "markersize": 2.5, "linestyle": _linestyle(impl)})
+                           for impl in impls if impl in seeds})
     path = _save(figure, report_dir, section, "top1_vs_iteration")
-    return FigureFile(path, "Test top-1 accuracy of the EMA model at each evaluation: mean over seeds (line) and the "
-                            "range from the lowest to the highest seed (band).")
+    return FigureFile(path, "Test top-1 accuracy of the EMA model at each evaluation: the mean over the seeds the "
+                            "legend counts (line) and the range from the lowest to the highest seed (band).")
 
 
 def top1_vs_training_time(data: ReportData, section: Section, report_dir: Path) -> FigureFile | None:
@@ -148,32 +199,34 @@ def top1_vs_training_time(data: ReportData, section: Section, report_dir: Path) 
 
     label_counts = sorted(section.runs["labels"].unique())
     impls = impl_order(section.runs["impl"])
-    figure, axes = _label_grid(label_counts, rows_per_label=True, panels_per_label=2, height=2.3)
-    drawn = False
+    figure, axes = _label_grid(label_counts, rows_per_label=True, panels_per_label=2, height=2.3, sharex="col")
+    seeds: dict[str, set[int]] = {}
+    longest = 0.0
     for row, labels in enumerate(label_counts):
         for impl in impls:
             runs = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
-            for index, run in enumerate(runs.itertuples()):
+            for run in runs.itertuples():
                 top1, seconds = data.history(run.run_id, interface.EVAL_TOP1), training_seconds(data, run.run_id)
                 if top1.empty or seconds.empty:
                     continue
-                label = f"{impl} ({len(runs)} seed{'s' if len(runs) != 1 else ''})" if index == 0 else None
                 minutes = [seconds_at(seconds, int(step)) / 60 for step in top1.index]
+                longest = max(longest, *minutes)
                 for axis, x in ((axes[row, 0], top1.index.to_numpy()), (axes[row, 1], minutes)):
                     axis.plot(x, top1.to_numpy() * 100, color=color(impl, impls), linewidth=1, marker="o",
-                              markersize=2, label=label)
-                drawn = True
+                              markersize=2, linestyle=_linestyle(impl))
+                seeds.setdefault(impl, set()).add(len(runs))
         for column, x_label in enumerate(("iteration", "training time (minutes; evaluation not counted)")):
             axis = axes[row, column]
             axis.set_title(f"{labels} labels")
             axis.set_xlabel(x_label)
             axis.set_ylabel("test top-1 % (EMA model)")
-            if column == 0:
-                axis.xaxis.set_major_formatter(EngFormatter(sep=""))
-            if axis.has_data():
-                axis.legend(loc="lower right")
-    if not drawn:
+            minimum_span(axis, 5, 0, 100)
+    if not seeds:
         return None
+    iteration_axis(axes[0, 0], _last_step(data, section.runs, interface.EVAL_TOP1))
+    axes[0, 1].set_xlim(0, max(longest, 1 / 60) * 1.04)
+    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"marker": "o", "markersize": 2, "linestyle": _linestyle(impl)})
+                           for impl in impls if impl in seeds})
     path = _save(figure, report_dir, section, "top1_vs_training_time")
     return FigureFile(path, "Test top-1 accuracy of the EMA model against the iteration (left) and against the "
                             "worker's training time (right, evaluation and checkpoints not counted): one line per "
@@ -222,6 +275,7 @@ def training_signals(data: ReportData, section: Section, report_dir: Path, name:
     if not any(key in logged for key, _ in metrics):
         return None
     figure, axes = _label_grid(label_counts, rows_per_label=True, panels_per_label=len(metrics), height=1.9)
+    seeds: dict[str, set[int]] = {}
     for row, labels in enumerate(label_counts):
         for column, (key, title) in enumerate(metrics):
             axis = axes[row, column]
@@ -230,98 +284,124 @@ def training_signals(data: ReportData, section: Section, report_dir: Path, name:
                 curves = _seed_curves(data, runs, key)
                 if not curves.empty:
                     _plot_band(axis, curves, impl, color(impl, impls), scale=100 if percent_axis else 1)
+                    seeds.setdefault(impl, set()).add(curves.shape[1])
             axis.set_title(f"{title}, {labels} labels")
-            axis.xaxis.set_major_formatter(EngFormatter(sep=""))
             if percent_axis:
                 axis.yaxis.set_major_formatter(PercentTicks())
+                minimum_span(axis, 5, 0, 100)
+            else:
+                minimum_span(axis, max(0.05, 0.1 * abs(np.mean(axis.get_ylim()))), low=0)
             if row == len(label_counts) - 1:
                 axis.set_xlabel("iteration")
-            if axis.has_data():
-                axis.legend(loc="best")
+    iteration_axis(axes[0, 0], max(_last_step(data, section.runs, key) for key, _ in metrics))
+    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"marker": "o", "markersize": 2.5, "linestyle": _linestyle(impl)})
+                           for impl in impls if impl in seeds})
     path = _save(figure, report_dir, section, name)
-    return FigureFile(path, caption + ": mean over seeds (line), lowest to highest seed (band).")
+    return FigureFile(path, caption + ": the mean over the seeds the legend counts (line), lowest to highest seed "
+                                      "(band).")
 
 
 def confusion_matrices(data: ReportData, section: Section, report_dir: Path) -> list[FigureFile]:
     figures = []
-    impls = impl_order(section.runs["impl"])
     for labels in sorted(section.runs["labels"].unique()):
         panels = []
-        for impl in impls:
+        for impl in impl_order(section.runs["impl"]):
             runs = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
             matrices = [data.confusion[run_id] for run_id in runs["run_id"] if run_id in data.confusion]
             if matrices:
                 panels.append((impl, matrices))
         if not panels:
             continue
-        width = WIDTH_INCHES if len(panels) > 1 else WIDTH_INCHES * 0.6
-        figure = Figure(figsize=(width, 3.7), layout="constrained", dpi=DPI)
-        axes = figure.subplots(1, len(panels), squeeze=False)[0]
-        for axis, (impl, matrices) in zip(axes, panels):
-            counts = sum(m.matrix for m in matrices)  # summed over seeds, then each true class's row → %
-            rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) * 100
-            class_names = matrices[0].class_names
-            image = axis.imshow(rows, cmap="Blues", vmin=0, vmax=100)
-            for (true, predicted), value in np.ndenumerate(rows):
-                axis.text(predicted, true, f"{value:.0f}", ha="center", va="center", fontsize=5.5,
-                          color="white" if value > 60 else "black")
-            axis.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=6.5)
-            axis.set_yticks(range(len(class_names)), class_names, fontsize=6.5)
-            axis.set_xlabel("predicted class")
-            axis.set_ylabel("true class")
-            axis.grid(False)
-            steps = sorted({m.step for m in matrices})
-            at = f"iteration {steps[0]:,}" if len(steps) == 1 else f"iterations {steps[0]:,}–{steps[-1]:,}"
-            axis.set_title(f"{impl}, {labels} labels\n{len(matrices)} seed{'s' if len(matrices) > 1 else ''}, {at}")
-        figure.colorbar(image, ax=list(axes), shrink=0.8, label="% of the true class")
-        path = _save(figure, report_dir, section, f"confusion_matrix_{labels}_labels")
+        figure = _confusion_figure(panels, labels)
+        path = _save(figure, report_dir, section, f"confusion_matrix_{labels}_labels", tight=True)
         figures.append(FigureFile(path, f"Confusion matrices at the last evaluation, {labels} labels: counts summed "
                                         "over seeds, each row as % of its true class (the diagonal is per-class "
                                         "accuracy)."))
     return figures
 
 
+def _confusion_figure(panels: list[tuple[str, list]], labels: int) -> Figure:
+    """At most COLUMNS_PER_ROW matrices a row, the class names once per row, numbers legible printed at 100 %,
+    and one colour bar the height of the matrices beside the last of each row."""
+    columns = min(COLUMNS_PER_ROW, len(panels))
+    rows = int(np.ceil(len(panels) / columns))
+    # No layout engine: it would not make room for the colour bars, which sit outside their axes; the file is
+    # cropped to what is drawn instead (_save's tight).
+    figure = Figure(figsize=(WIDTH_INCHES if columns > 1 else WIDTH_INCHES * 0.55, 3.0 * rows), dpi=DPI)
+    axes = figure.subplots(rows, columns, squeeze=False,
+                           gridspec_kw={"wspace": 0.08, "hspace": 0.45, "left": 0.13, "right": 0.93})
+    for index, (impl, matrices) in enumerate(panels):
+        axis = axes.flat[index]
+        counts = sum(m.matrix for m in matrices)  # summed over seeds, then each true class's row → %
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) * 100
+        class_names = matrices[0].class_names
+        image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=100)
+        for (true, predicted), value in np.ndenumerate(shares):
+            axis.text(predicted, true, f"{value:.0f}", ha="center", va="center", fontsize=6.5,
+                      color="white" if value > 60 else "black")
+        axis.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=6.5)
+        first_of_row = index % columns == 0
+        axis.set_yticks(range(len(class_names)), class_names if first_of_row else [], fontsize=6.5)
+        axis.set_xlabel("predicted class")
+        if first_of_row:
+            axis.set_ylabel("true class")
+        axis.grid(False)
+        steps = sorted({m.step for m in matrices})
+        at = f"iteration {steps[0]:,}" if len(steps) == 1 else f"iterations {steps[0]:,}–{steps[-1]:,}"
+        axis.set_title(f"{impl}, {labels} labels\n{len(matrices)} seed{'s' if len(matrices) > 1 else ''}, {at}")
+        if index % columns == columns - 1 or index == len(panels) - 1:  # in axes coordinates: the matrix's height
+            figure.colorbar(image, cax=axis.inset_axes([1.05, 0.0, 0.05, 1.0]), label="% of the true class")
+    for axis in list(axes.flat)[len(panels):]:
+        axis.set_visible(False)
+    return figure
+
+
 def per_class_accuracy(data: ReportData, section: Section, report_dir: Path) -> FigureFile | None:
     label_counts = sorted(section.runs["labels"].unique())
     impls = impl_order(section.runs["impl"])
-    prefix = interface.EVAL_CLASS_ACCURACY_PREFIX
-    found = False
-    figure = Figure(figsize=(WIDTH_INCHES, 2.1 * len(label_counts)), layout="constrained", dpi=DPI)
+    figure = Figure(figsize=(WIDTH_INCHES, 2.1 * len(label_counts) + LEGEND_INCHES), layout="constrained", dpi=DPI)
     axes = figure.subplots(len(label_counts), 1, squeeze=False)[:, 0]
+    seeds: dict[str, set[int]] = {}
     for axis, labels in zip(axes, label_counts):
         class_names = _class_names(data, section, labels)
         width = 0.8 / max(len(impls), 1)
         for position, impl in enumerate(impls):
             runs = section.runs[(section.runs["labels"] == labels) & (section.runs["impl"] == impl)]
-            per_seed = []
-            for run_id in runs["run_id"]:
-                top1 = data.history(run_id, interface.EVAL_TOP1)
-                if top1.empty:
-                    continue
-                last = int(top1.index[-1])
-                per_seed.append([_at(data.history(run_id, prefix + name), last) for name in class_names])
-            if not per_seed:
+            values = _class_accuracies(data, runs, class_names)
+            if values is None:
                 continue
-            found = True
-            values = np.array(per_seed) * 100
-            mean = np.nanmean(values, axis=0)
+            seeds.setdefault(impl, set()).add(len(values))
+            mean = values.mean(axis=0)
             x = np.arange(len(class_names)) + (position - (len(impls) - 1) / 2) * width
-            axis.bar(x, mean, width, color=color(impl, impls),
-                     label=f"{impl} (mean of {len(per_seed)} seed{'s' if len(per_seed) > 1 else ''})")
-            if len(per_seed) > 1:
-                axis.errorbar(x, mean, yerr=[mean - np.nanmin(values, axis=0), np.nanmax(values, axis=0) - mean],
+            axis.bar(x, mean, width, color=color(impl, impls))
+            if len(values) > 1:
+                axis.errorbar(x, mean, yerr=[mean - values.min(axis=0), values.max(axis=0) - mean],
                               fmt="none", ecolor="black", elinewidth=0.7, capsize=1.5)
         axis.set_xticks(range(len(class_names)), class_names, fontsize=7)
         axis.set_ylim(0, 100)
         axis.set_ylabel("test accuracy %")
         axis.set_title(f"Per-class accuracy at the last evaluation, {labels} labels")
-        # Below the class names: inside the axes it hid bars, beside them it crowded the class names.
-        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncols=len(impls), frameon=False)
-    if not found:
+    if not seeds:
         return None
+    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"linewidth": 6})
+                           for impl in impls if impl in seeds})
     path = _save(figure, report_dir, section, "per_class_accuracy")
-    return FigureFile(path, "Per-class test accuracy of the EMA model at the last evaluation: mean over seeds (bar), "
-                            "lowest to highest seed (whisker).")
+    return FigureFile(path, "Per-class test accuracy of the EMA model at the last evaluation: the mean over the "
+                            "seeds the legend counts (bar), lowest to highest seed (whisker).")
+
+
+def _class_accuracies(data: ReportData, runs: pd.DataFrame, class_names: list[str]) -> np.ndarray | None:
+    """seed × class test accuracy (%) at each run's last evaluation; None when no run logged them."""
+    prefix = interface.EVAL_CLASS_ACCURACY_PREFIX
+    per_seed = []
+    for run_id in runs["run_id"]:
+        top1 = data.history(run_id, interface.EVAL_TOP1)
+        if top1.empty:
+            continue
+        values = [_at(data.history(run_id, prefix + name), int(top1.index[-1])) for name in class_names]
+        if not np.isnan(values).any():
+            per_seed.append(values)
+    return np.array(per_seed) * 100 if per_seed else None
 
 
 def _class_names(data: ReportData, section: Section, labels: int) -> list[str]:

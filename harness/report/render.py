@@ -26,13 +26,14 @@ PRINT_CSS = """
 }
 body { font-family: "DejaVu Sans", sans-serif; font-size: 9pt; line-height: 1.35; color: #111; }
 h1 { font-size: 15pt; margin: 0 0 6pt 0; }
-h2 { font-size: 12.5pt; margin: 14pt 0 4pt 0; break-before: page; break-after: avoid; }
-h2:first-of-type { break-before: auto; }
+h2 { font-size: 12.5pt; margin: 14pt 0 4pt 0; break-after: avoid; }
 h3 { font-size: 10.5pt; margin: 10pt 0 3pt 0; break-after: avoid; }
 p { margin: 3pt 0; }
 caption { caption-side: top; text-align: left; font-size: 9pt; padding: 0 0 2pt 0; }
 div.table { break-inside: avoid; margin: 3pt 0 8pt 0; }
 table { border-collapse: collapse; width: 100%; font-size: 7.3pt; margin: 3pt 0 2pt 0; break-inside: avoid; }
+div.table.long, div.table.long table { break-inside: auto; }
+p.caption { font-size: 9pt; margin: 0 0 2pt 0; break-after: avoid; }
 thead { display: table-header-group; }
 th, td { border: 0.4pt solid #999; padding: 1.5pt 3pt; vertical-align: top; text-align: left; }
 th { background: #eef0f3; font-weight: bold; }
@@ -273,10 +274,40 @@ _FIGURE = re.compile(r"<p>(<img [^>]*>)</p>\s*<p><em>(Figure \d+\..*?)</em></p>"
 _TABLE = re.compile(r"<p>(<strong>Table \d+\.</strong>.*?)</p>\s*<table>(.*?</table>)(\s*<ul>.*?</ul>)?", re.DOTALL)
 
 
+_ROW = re.compile(r"<tr>(.*?)</tr>", re.DOTALL)
+_CELL = re.compile(r"<t[hd][^>]*>(.*?)</t[hd]>", re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+# What a table's rows take printed (PRINT_CSS: 7.3 pt DejaVu Sans over the A4 text width), and how much of a page
+# a table may take before it is let break across pages instead of being moved whole to the next one (WeasyPrint
+# would leave the page before it blank, or a heading or caption alone on it).
+CHARACTERS_PER_LINE = 120
+POINTS_PER_LINE, POINTS_PER_ROW = 9.9, 3.5
+POINTS_TO_BREAK = 450
+
+
+def estimated_points(table_html: str) -> float:
+    """The printed height of a table, from the longest cell of each row wrapped at its column's width."""
+    height = 0.0
+    for row in _ROW.findall(table_html):
+        cells = [_TAG.sub("", cell) for cell in _CELL.findall(row)]
+        per_cell = CHARACTERS_PER_LINE / max(len(cells), 1)
+        lines = max((-(-len(cell) // max(int(per_cell), 1)) for cell in cells), default=1)
+        height += max(lines, 1) * POINTS_PER_LINE + POINTS_PER_ROW
+    return height
+
+
+def _table_block(match: re.Match) -> str:
+    caption, table, notes = match.group(1), match.group(2), match.group(3) or ""
+    if estimated_points(table) > POINTS_TO_BREAK:  # a caption outside the table can be kept with its first rows
+        return f'<div class="table long"><p class="caption">{caption}</p><table>{table}{notes}</div>'
+    return f'<div class="table"><table><caption>{caption}</caption>{table}{notes}</div>'
+
+
 def html_document(markdown_text: str, title: str) -> str:
     body = markdown.markdown(markdown_text, extensions=["tables", "sane_lists"], output_format="html")
-    # A table's title becomes its caption, and title, table and notes stay on one page when they fit.
-    body = _TABLE.sub(r'<div class="table"><table><caption>\1</caption>\2\3</div>', body)
+    # A table's title becomes its caption; title, table and notes stay on one page when they fit, and a long table
+    # breaks between rows, its header repeated.
+    body = _TABLE.sub(_table_block, body)
     body = _FIGURE.sub(r"<figure>\1<figcaption>\2</figcaption></figure>", body)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
             f"<body>{body}</body></html>")
