@@ -49,6 +49,5 @@ def implementation(name: str) -> Implementation:
 
 
 def comparisons() -> tuple[tuple[str, str], ...]:
-    """(implementation, the one it is compared with) for every registered implementation that names one."""
-    pairs = ((name, implementation(name).compared_with) for name in implementation_names())
-    return tuple((name, other) for name, other in pairs if other is not None)
+    """(implementation, one it is compared with) for every registered implementation and each it names."""
+    return tuple((name, other) for name in implementation_names() for other in implementation(name).compared_with)

@@ -317,8 +317,9 @@ class Implementation(Protocol):
     implementation it holds. Only `train` and `seconds_per_iteration` may import torch."""
 
     name: str
-    # The implementation the report pairs this one's runs with, by seed ("torchssl" for own); None: none.
-    compared_with: str | None
+    # The implementations the report pairs this one's runs with, by seed (each difference is this one minus
+    # the other); () for none.
+    compared_with: tuple[str, ...]
 
     def algorithms(self) -> tuple[str, ...]:
         """The ALGORITHMS names it can run."""

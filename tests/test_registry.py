@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from implementations import PLUGINS_VARIABLE, implementation, implementation_names
+from implementations import PLUGINS_VARIABLE, comparisons, implementation, implementation_names
 from tests.fixtures_data import SUBSET_DIR
 
 TOY = "toy=tests.toy_implementation:NearestClassMean"
@@ -45,6 +45,6 @@ def test_a_third_implementation_registered_by_name_runs_in_a_grid_without_harnes
 
 def test_the_built_in_implementations_answer_for_themselves():
     assert implementation_names()[:3] == ("own", "own-as-torchssl", "torchssl")
-    assert implementation("own-as-torchssl").compared_with == implementation("own").compared_with == "torchssl"
+    assert comparisons() == (("own", "torchssl"), ("own", "own-as-torchssl"), ("own-as-torchssl", "torchssl"))
     assert "remixmatch" in implementation("torchssl").algorithms() and "remixmatch" not in implementation("own").algorithms()
     assert "randaugment_ops" not in implementation("torchssl").fields_read("fixmatch")  # own's knob, not TorchSSL's

@@ -330,10 +330,16 @@ def test_no_page_of_the_smoke_grid_report_is_nearly_empty_or_drawn_past_its_marg
     assert page_problems(grid["out"] / "report.pdf") == []
 
 
-def test_no_page_of_a_three_implementation_report_is_nearly_empty_or_drawn_past_its_margins(learned, tmp_path):
+def test_a_three_implementation_report_judges_each_pair_and_no_page_is_nearly_empty_or_past_its_margins(learned,
+                                                                                                        tmp_path):
     result = report("--output-dir", str(learned), "--experiment", "learned", "--out", str(tmp_path / "report"))
     assert result.exit_code == 0, result.output
-    assert "4 finished run(s)" not in result.output and "18 finished run(s)" in result.output
+    assert "18 finished run(s)" in result.output
+    verdicts = [line for line in result.output.splitlines() if line.startswith("Verdict: ")]
+    for first, second in (("own", "torchssl"), ("own", "own-as-torchssl"), ("own-as-torchssl", "torchssl")):
+        judged = [line for line in verdicts if re.search(rf"[:(] {first} − {second} = ", line)
+                  or re.search(rf": {first} (lower|higher) than {second} by ", line)]
+        assert len(judged) == 2, (first, second, verdicts)  # one per label count
     assert page_problems(tmp_path / "report" / "report.pdf") == []
     for figure in (tmp_path / "report" / "figures").iterdir():
         assert edges_drawn_on(figure) == [], figure.name

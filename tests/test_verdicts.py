@@ -79,7 +79,7 @@ def test_each_kind_of_verdict_is_the_one_statsmodels_gives_for_the_same_paired_d
     if kind == "equivalent":
         assert cell.startswith("equivalent within ±1 pp") and f"TOST p = {p_equivalent:.3f}" in cell
     elif kind in ("lower", "higher"):
-        assert cell.startswith(f"own {kind} by {abs(differences.mean()):.2f} pp {interval}")
+        assert cell.startswith(f"own {kind} than torchssl by {abs(differences.mean()):.2f} pp {interval}")
     else:
         needed = seeds_to_decide(differences.mean(), differences.std(ddof=1), 1.0)
         assert cell.startswith("undecided") and f"about {needed} paired seeds would decide" in cell

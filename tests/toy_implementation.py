@@ -12,7 +12,7 @@ from implementations.interface import (EVAL_TOP1, ImageData, MetricsSink, RunInp
 
 class NearestClassMean:
     name = "toy"
-    compared_with = None
+    compared_with = ()
 
     def algorithms(self) -> tuple[str, ...]:
         return ("supervised",)

@@ -96,7 +96,8 @@ def paired_difference_table(section: Section, margin: float = DEFAULT_MARGIN) ->
         "Pairs: seeds finished by both implementations on the same label split (same split digest); means over those "
         "seeds only. Interval: mean difference ± t(0.975, n − 1) · sd / √n over the n paired differences, in "
         "percentage points (pp). own-as-torchssl is own with every switch of the difference ledger at TorchSSL's "
-        "choice: what remains of own − torchssl there is not explained by the ledger."
+        "choice: own-as-torchssl − torchssl is what the code changes beyond the ledger, own − own-as-torchssl what "
+        "the ledger's choices change."
     )
     notes.append(VERDICT_NOTE.format(margin=margin))
     return Table(

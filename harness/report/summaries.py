@@ -23,8 +23,8 @@ UNOFFICIAL_MARK = "‡"  # trained/evaluated on data that is not the official fu
 FEW_EVALUATIONS_MARK = "§"  # median over fewer than MEDIAN_WINDOW evaluations
 
 
-# The registered implementations in their order, and the pairs the report compares (each implementation with the
-# one it names as compared_with; each difference is first minus second).
+# The registered implementations in their order, and the pairs the report compares (each implementation with
+# each it names as compared_with; each difference is first minus second).
 IMPL_ORDER = implementation_names()
 
 

@@ -49,7 +49,7 @@ class Verdict:
             p = "" if self.tost_p is None else f", TOST p = {self.tost_p:.3f}"
             return f"equivalent within ±{self.margin:g} pp ({difference}, 95 % {interval}{p}; {seeds})"
         if self.kind in (LOWER, HIGHER):
-            return f"{self.first} {self.kind} by {abs(self.mean):.2f} pp {interval} (95 %; {seeds})"
+            return f"{self.first} {self.kind} than {self.second} by {abs(self.mean):.2f} pp {interval} (95 %; {seeds})"
         needed = (f"more than {MOST_SEEDS:,}" if self.seeds_needed is None else f"about {self.seeds_needed}")
         return (f"undecided: {difference} {interval} (95 %; {seeds}); {needed} paired seeds would decide at "
                 f"this spread (±{self.margin:g} pp margin)")

@@ -11,7 +11,8 @@ from implementations.own.methods import OWN_ALGORITHMS
 
 class Own:
     name = "own"
-    compared_with = "torchssl"
+    # Own against TorchSSL's code, and against itself at TorchSSL's choices: what the ledger's choices change.
+    compared_with = ("torchssl", "own-as-torchssl")
 
     def algorithms(self) -> tuple[str, ...]:
         return OWN_ALGORITHMS
@@ -49,6 +50,7 @@ class Own:
 
 class OwnAsTorchSSL(Own):
     name = "own-as-torchssl"
+    compared_with = ("torchssl",)  # the same choices: what is left is the code
 
     def configure(self, config: TrainConfig) -> TrainConfig:
         return config.replace(**TORCHSSL_CHOICES)

@@ -76,7 +76,7 @@ class TorchSSLImplementation:
     """A TorchSSL algorithm (the reference), run in a child process on our split and images."""
 
     name = "torchssl"
-    compared_with = None  # the reference: the others are compared with it
+    compared_with = ()  # the reference: the others are compared with it
 
     def __init__(self, checkout: torchssl_checkout.VendorInfo | None = None):
         # None: the pinned checkout, verified before training (bench run). A caller that verified a checkout
