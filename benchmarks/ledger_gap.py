@@ -4,8 +4,9 @@ own (the paper's choices), own-as-torchssl (own with every ledger switch at Torc
 torchssl (TorchSSL's own code) train on the same splits and images with the real `bench run`: the `cpu`
 preset, 250 labels, seeds 0-2 by default, on the real CIFAR-10 subset, into their own MLflow store. The
 numbers are then read from that store: top-1 of the EMA model at the last evaluation, mean ± std per
-implementation, and the paired differences own − torchssl and own-as-torchssl − torchssl with 95 % t
-intervals over the seeds both have; the last line says whether a gap is left that the seeds can detect.
+implementation, and for each pair the report compares (own − torchssl, own − own-as-torchssl,
+own-as-torchssl − torchssl) the verdict `bench report` gives over the seeds both have (--margin, in percentage
+points); the last line says what the verdict on own-as-torchssl − torchssl means for the ledger.
 `bench report --output-dir <store>` turns the same store into the full report.
 
     python benchmarks/ledger_gap.py [--seeds 0,1,2] [--labels 250] [--preset cpu] [--output-dir DIR] [--max-parallel N]
@@ -18,7 +19,6 @@ Interrupted? Run it again: `bench run` skips finished runs and resumes the other
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import subprocess
@@ -27,19 +27,10 @@ import sys
 from common import REPO_ROOT, SUBSET_DIR
 
 from harness import tracking
-from implementations import interface
+from harness.report.verdicts import DEFAULT_MARGIN, EQUIVALENT, HIGHER, LOWER, ONE_SEED, verdict
+from implementations import comparisons, interface
 
 IMPLEMENTATIONS = ("own", "own-as-torchssl", "torchssl")
-
-
-def interval(differences: list[float]) -> tuple[float, float]:
-    """(mean, half width of the 95 % t interval) in the differences' unit."""
-    from scipy import stats
-
-    mean = statistics.mean(differences)
-    if len(differences) < 2:
-        return mean, math.inf
-    return mean, stats.t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences) / math.sqrt(len(differences))
 
 
 def main() -> None:
@@ -49,6 +40,8 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--output-dir", default=None)
     parser.add_argument("--max-parallel", type=int, default=1, help="runs at once (each then gets its share of the cores)")
+    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                        help="equivalence margin of the verdicts, in percentage points (as bench report --margin)")
     parser.add_argument("--read-only", action="store_true",
                         help="train nothing: read the finished runs of these seeds that the store holds")
     args = parser.parse_args()
@@ -83,30 +76,26 @@ def main() -> None:
         spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
         print(f"  {impl:16s} {statistics.mean(values):.2f}{spread}   (seeds {', '.join(map(str, sorted(top1[impl])))}: "
               f"{', '.join(f'{v:.2f}' for v in values)})")
-    differences = {}
-    for impl in ("own", "own-as-torchssl"):
-        paired = [seed for seed in seeds if seed in top1[impl] and seed in top1["torchssl"]]
-        differences[impl] = interval([top1[impl][seed] - top1["torchssl"][seed] for seed in paired]) if paired else None
-        label = f"{impl} − torchssl"
-        if not paired:
-            print(f"  {label:28s} no paired seed")
-        elif len(paired) == 1:
-            print(f"  {label:28s} {differences[impl][0]:+.2f} pp (seed {paired[0]} only: no interval)")
-        else:
-            mean, half = differences[impl]
-            print(f"  {label:28s} {mean:+.2f} pp, 95 % interval [{mean - half:+.2f}, {mean + half:+.2f}] "
-                  f"({len(paired)} paired seeds)")
-    if differences["own-as-torchssl"] is None or math.isinf(differences["own-as-torchssl"][1]):
-        print("Fewer than two paired seeds of own-as-torchssl and torchssl cannot tell whether the ledger explains the gap.")
-        return
-    mean, half = differences["own-as-torchssl"]
-    if abs(mean) <= half:
-        print(f"No gap is left that these paired seeds can detect: own-as-torchssl − torchssl is {mean:+.2f} pp, "
-              f"within ± {half:.2f} pp of zero. A gap smaller than the interval's half width is not ruled out.")
-    else:
-        print(f"The ledger does not explain the gap: own-as-torchssl − torchssl is {mean:+.2f} pp, outside "
-              f"± {half:.2f} pp of zero.")
+    verdicts = {}
+    for first, second in comparisons():
+        paired = [seed for seed in seeds if seed in top1[first] and seed in top1[second]]
+        found = verdict(first, second, [top1[first][seed] - top1[second][seed] for seed in paired], args.margin)
+        verdicts[first, second] = found
+        print(f"  {first} − {second}: " + (found.words() if found is not None else "no paired seed"))
+    print(ledger_sentence(verdicts.get(("own-as-torchssl", "torchssl"))))
 
+
+def ledger_sentence(found) -> str:
+    """Whether the ledger explains the gap, from the verdict on own-as-torchssl − torchssl."""
+    if found is None or found.kind == ONE_SEED:
+        return "Fewer than two paired seeds of own-as-torchssl and torchssl cannot tell whether the ledger explains the gap."
+    if found.kind == EQUIVALENT:
+        return (f"The ledger explains the gap to within ±{found.margin:g} pp: own-as-torchssl and torchssl are equivalent "
+                "at that margin.")
+    if found.kind in (LOWER, HIGHER):
+        return (f"The ledger does not explain the gap: own-as-torchssl is {found.kind} than torchssl by "
+                f"{abs(found.mean):.2f} pp, beyond what these seeds' spread allows.")
+    return f"Undecided: these paired seeds cannot tell whether the ledger explains the gap ({found.words()})."
 
 if __name__ == "__main__":
     main()
