@@ -20,7 +20,8 @@ from harness import tracking
 from harness.data import load_cifar10
 from harness.presets import PRESETS
 from harness.splits import draw_split
-from harness.worker import EXIT_FAILED, RunnerEvents, RunSpec, Stopped
+from harness.worker import EXIT_FAILED, RunSpec
+from harness.worker_events import RunnerEvents, Stopped
 from tests.fixtures_data import SUBSET_DIR
 
 
