@@ -44,7 +44,8 @@ def execute_grid(plan: GridPlan) -> GridResult:
 
 def _open_experiment(plan: GridPlan):
     with tracking.store_lock(plan.output_dir):
-        client = plan.store.client()  # MLflow creates (and migrates) an embedded store when a client opens it
+        tracking.create_embedded_store(plan.store)
+        client = plan.store.client()
         return client, tracking.get_or_create_experiment(client, plan.options.experiment, plan.store.artifact_root)
 
 

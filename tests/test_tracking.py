@@ -53,6 +53,44 @@ def test_the_embedded_store_is_sqlite_under_the_output_dir_with_artifacts_beside
     assert store.artifact_root == (tmp_path / "runs" / "artifacts").as_uri()
 
 
+def mlflow_schema(database) -> dict:
+    """Every table's and index's SQL, and the migration the store is at, read with sqlite3 itself."""
+    import sqlite3
+
+    with sqlite3.connect(database) as connection:
+        schema = dict(connection.execute("SELECT name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"))
+        schema["alembic version"] = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    return schema
+
+
+def test_a_new_embedded_store_is_a_copy_of_mlflows_own_empty_store_with_its_default_experiment_under_the_output_dir(
+        tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    made_by_mlflow = tmp_path / "mlflow-made.db"
+    mlflow.MlflowClient(f"sqlite:///{made_by_mlflow}").search_experiments()
+    for name in ("first", "second"):  # the first makes the cached empty store, the second copies it
+        store = tracking.resolve_store(tmp_path / name)
+        (tmp_path / name).mkdir()
+        tracking.create_embedded_store(store)
+        assert mlflow_schema(tmp_path / name / "mlflow.db") == mlflow_schema(made_by_mlflow)
+        (default,) = store.client().search_experiments()
+        assert default.name == "Default" and default.artifact_location == f"{store.artifact_root}/0"
+    assert [path.name for path in (tmp_path / "cache" / "ssl-bench").iterdir()] == [
+        f"empty-mlflow-{mlflow.__version__}.db"]
+
+
+def test_without_a_cache_to_write_the_store_is_made_by_mlflow_itself(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    store = tracking.resolve_store(tmp_path / "runs")
+    (tmp_path / "runs").mkdir()
+    tracking.create_embedded_store(store)
+    assert not (tmp_path / "runs" / "mlflow.db").exists() and list((tmp_path / "runs").iterdir()) == []
+    assert [experiment.name for experiment in store.client().search_experiments()] == ["Default"]
+
+
 def test_mlflow_tracking_uri_overrides_the_embedded_store_and_the_option_overrides_both(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
     assert tracking.resolve_store(tmp_path).tracking_uri == "http://tracking.example:5000"

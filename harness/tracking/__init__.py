@@ -22,7 +22,8 @@ The layout (read back by harness/report):
 
 from harness.tracking.store import (  # noqa: F401
     ARTIFACTS_FOLDER, LOCKED_STORE_WAIT_SECONDS, STORE_FILE, STORE_LOCK, LockRetryingClient, TrackingError,
-    TrackingStore, check_reachable, chunks, resolve_store, retry_while_locked, sqlite_path, store_lock
+    TrackingStore, check_reachable, chunks, create_embedded_store, resolve_store, retry_while_locked, sqlite_path,
+    store_lock
 )
 from harness.tracking.runs import (  # noqa: F401
     CHILD, CHILD_RUNS_FILTER, ERROR_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND, PARENT, PARENT_RUN_ID_TAG,

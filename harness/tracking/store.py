@@ -8,6 +8,8 @@ import difflib
 import functools
 import os
 import random
+import shutil
+import sqlite3
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -137,8 +139,6 @@ def sqlite_path(tracking_uri: str) -> Path | None:
 
 def _damage(database: Path) -> str | None:
     """What SQLite finds wrong with the file (a truncated copy, another file in its place); None when it is sound."""
-    import sqlite3
-
     try:
         with contextlib.closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True,
                                                 timeout=LOCKED_STORE_WAIT_SECONDS)) as connection:
@@ -189,6 +189,40 @@ def check_reachable(store: TrackingStore, timeout_seconds: float = 5.0) -> None:
         store.client().search_experiments(max_results=1)
     except Exception as error:  # any store backend may fail in its own way
         raise TrackingError(f"The MLflow tracking store {store.tracking_uri} cannot be opened ({first_line(error)}).") from None
+
+
+def create_embedded_store(store: TrackingStore) -> None:
+    """The embedded store's database, copied from an empty one this MLflow version made (kept in the user's cache):
+    MLflow's own creation runs every schema migration, seconds per store. The copy's Default experiment keeps its
+    artifacts beside the others', under the output dir. Call it under the store lock; nothing when it exists."""
+    import mlflow
+
+    database = sqlite_path(store.tracking_uri)
+    if database is None or database.exists():
+        return
+    template = _cache_folder() / f"empty-mlflow-{mlflow.__version__}.db"
+    try:
+        if not template.exists():
+            _make_template(template)
+        partial = database.with_name(f".{database.name}.partial")
+        shutil.copyfile(template, partial)
+        with contextlib.closing(sqlite3.connect(partial)) as connection, connection:
+            connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                               (f"{store.artifact_root}/0",))
+        os.replace(partial, database)
+    except Exception:  # no cache to write, no copy, MLflow refusing the template: it creates the store when opened
+        database.with_name(f".{database.name}.partial").unlink(missing_ok=True)
+
+
+def _make_template(template: Path) -> None:
+    template.parent.mkdir(parents=True, exist_ok=True)
+    partial = template.with_name(f".{template.name}.{os.getpid()}.partial")
+    MlflowClient(f"sqlite:///{partial}").search_experiments(max_results=1)  # creates it, every migration run
+    os.replace(partial, template)  # whole or absent, whichever process of several gets here first
+
+
+def _cache_folder() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ssl-bench"
 
 
 STORE_LOCK = "store.lock"
