@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from harness.report.collect import PROTOCOL_FIELDS, ReportData
@@ -50,40 +51,54 @@ class Section:
         return self.protocol.get("algorithm", "fixmatch")  # runs recorded before other algorithms: FixMatch
 
 
-# A run "learned nothing" when its last evaluation's top-1 is a count of correct test images that uniform guessing
-# reaches with a probability of more than CHANCE_P (one-sided binomial test on the test set's size).
+# A section "learned nothing" when none of its runs' last count of correct test images is one that predictions
+# unrelated to the image (chance_rate) reach with a probability below CHANCE_P, the family of one-sided binomial
+# tests over the section's runs held to it (Bonferroni).
 CHANCE_P = 0.001
 
 
 @dataclass(frozen=True)
 class ChanceBound:
     chance: float  # 1 / classes
-    bound: float  # the highest top-1 guessing reaches with probability CHANCE_P, on this many test images
+    bound: float  # the highest top-1, over the section's runs, that predictions unrelated to the image reach
     test_images: int
+    runs: int
 
     def sentence(self) -> str:
-        return (f"These runs learned nothing: chance is {100 * self.chance:.0f} %, and no run's last top-1 beats "
-                f"{100 * self.bound:.1f} %, what guessing reaches with probability {CHANCE_P:g} on "
-                f"{self.test_images:,} test images (one-sided binomial test).")
+        return (f"These runs learned nothing: chance is {100 * self.chance:.0f} %, and none of the {self.runs} runs' last "
+                f"top-1 beats what predictions unrelated to the image reach on {self.test_images:,} test images (at most "
+                f"{100 * self.bound:.1f} %: more than chance where a run's predictions favour a frequent class; "
+                f"one-sided binomial tests at p = {CHANCE_P:g} over the section, Bonferroni).")
+
+
+def chance_rate(matrix: np.ndarray) -> float:
+    """The top-1 that predictions unrelated to the image reach on this test set, given how often each class is true
+    and how often it is predicted (Cohen's chance agreement: Σ_k true share_k · predicted share_k), and never
+    below 1 / classes: a run that predicts one frequent class for every image is at chance, not above it."""
+    total = matrix.sum()
+    agreement = float((matrix.sum(axis=1) / total) @ (matrix.sum(axis=0) / total))
+    return max(1 / len(matrix), agreement)
 
 
 def chance_bound(data: ReportData, summaries: pd.DataFrame) -> ChanceBound | None:
-    """The bound of chance when every run in `summaries` is within it (their test sets and classes from the
-    confusion matrix of their last evaluation), else None."""
+    """The bound of chance when no run in `summaries` can be told from it (each run's test set, classes and
+    predicted shares from the confusion matrix of its last evaluation; the family of tests at CHANCE_P), else None."""
     from scipy import stats
+    from statsmodels.stats.multitest import multipletests
 
-    bounds = set()
-    for run in summaries.itertuples():
-        confusion = data.confusion.get(run.run_id)
-        if confusion is None:
-            return None
-        test_images, classes = int(confusion.matrix.sum()), len(confusion.class_names)
-        correct = round(run.top1_last * test_images)
-        if stats.binomtest(correct, test_images, 1 / classes, alternative="greater").pvalue <= CHANCE_P:
-            return None
-        bound = int(stats.binom.isf(CHANCE_P, test_images, 1 / classes))
-        bounds.add(ChanceBound(1 / classes, bound / test_images, test_images))
-    return min(bounds, key=lambda found: found.bound) if bounds else None
+    matrices = [data.confusion.get(run_id) for run_id in summaries["run_id"]]
+    if not matrices or any(confusion is None for confusion in matrices):
+        return None
+    matrices = [np.asarray(confusion.matrix) for confusion in matrices]
+    chances = [chance_rate(matrix) for matrix in matrices]
+    p_values = [stats.binomtest(int(np.trace(matrix)), int(matrix.sum()), chance, alternative="greater").pvalue
+                for matrix, chance in zip(matrices, chances)]
+    if multipletests(p_values, alpha=CHANCE_P, method="bonferroni")[0].any():
+        return None
+    per_run = CHANCE_P / len(matrices)
+    bounds = [stats.binom.isf(per_run, int(matrix.sum()), chance) / matrix.sum()
+              for matrix, chance in zip(matrices, chances)]
+    return ChanceBound(1 / len(matrices[0]), max(bounds), int(matrices[0].sum()), len(matrices))
 
 
 def impl_order(impls) -> list[str]:
