@@ -111,15 +111,18 @@ def seeds_label(impl: str, seed_counts: set[int]) -> str:
     return f"{impl} ({low}{f'–{high}' if high != low else ''} seed{'s' if high != 1 else ''})"
 
 
-def figure_legend(figure: Figure, entries: dict[str, tuple[str, dict]]) -> None:
-    """One legend below the panels, never over data: label -> (colour, line properties)."""
+def implementations_legend(figure: Figure, impls: list[str], seeds: dict[str, set[int]], **properties) -> None:
+    """One legend below the panels, never over data: each implementation drawn (its colour and line style, and
+    `properties`, as its lines are) with the seeds they average."""
     from matplotlib.lines import Line2D
 
-    if not entries:
+    drawn = [impl for impl in impls if impl in seeds]
+    if not drawn:
         return
-    handles = [Line2D([], [], color=line_color, **{"linewidth": 1.2, **properties})
-               for line_color, properties in entries.values()]
-    figure.legend(handles, list(entries), loc="outside lower center", ncols=min(len(entries), 4), frameon=False)
+    handles = [Line2D([], [], color=color(impl, impls), **{"linewidth": 1.2, "linestyle": _linestyle(impl), **properties})
+               for impl in drawn]
+    figure.legend(handles, [seeds_label(impl, seeds[impl]) for impl in drawn], loc="outside lower center",
+                  ncols=min(len(drawn), 4), frameon=False)
 
 
 def iteration_axis(axis, last_step: float) -> None:
@@ -185,8 +188,7 @@ def top1_vs_iteration(data: ReportData, section: Section, report_dir: Path) -> F
     iteration_axis(axes.flat[0], _last_step(data, section.runs, interface.EVAL_TOP1))
     for axis in list(axes.flat)[len(label_counts):]:
         axis.set_visible(False)
-    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"marker": "o", "markersize": 2.5, "linestyle": _linestyle(impl)})
-                           for impl in impls if impl in seeds})
+    implementations_legend(figure, impls, seeds, marker="o", markersize=2.5)
     path = _save(figure, report_dir, section, "top1_vs_iteration")
     return FigureFile(path, "Test top-1 accuracy of the EMA model at each evaluation: the mean over the seeds the "
                             "legend counts (line) and the range from the lowest to the highest seed (band).")
@@ -225,8 +227,7 @@ def top1_vs_training_time(data: ReportData, section: Section, report_dir: Path) 
         return None
     iteration_axis(axes[0, 0], _last_step(data, section.runs, interface.EVAL_TOP1))
     axes[0, 1].set_xlim(0, max(longest, 1 / 60) * 1.04)
-    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"marker": "o", "markersize": 2, "linestyle": _linestyle(impl)})
-                           for impl in impls if impl in seeds})
+    implementations_legend(figure, impls, seeds, marker="o", markersize=2)
     path = _save(figure, report_dir, section, "top1_vs_training_time")
     return FigureFile(path, "Test top-1 accuracy of the EMA model against the iteration (left) and against the "
                             "worker's training time (right, evaluation and checkpoints not counted): one line per "
@@ -294,8 +295,7 @@ def training_signals(data: ReportData, section: Section, report_dir: Path, name:
             if row == len(label_counts) - 1:
                 axis.set_xlabel("iteration")
     iteration_axis(axes[0, 0], max(_last_step(data, section.runs, key) for key, _ in metrics))
-    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"marker": "o", "markersize": 2.5, "linestyle": _linestyle(impl)})
-                           for impl in impls if impl in seeds})
+    implementations_legend(figure, impls, seeds, marker="o", markersize=2.5)
     path = _save(figure, report_dir, section, name)
     return FigureFile(path, caption + ": the mean over the seeds the legend counts (line), lowest to highest seed "
                                       "(band).")
@@ -383,8 +383,7 @@ def per_class_accuracy(data: ReportData, section: Section, report_dir: Path) -> 
         axis.set_title(f"Per-class accuracy at the last evaluation, {labels} labels")
     if not seeds:
         return None
-    figure_legend(figure, {seeds_label(impl, seeds[impl]): (color(impl, impls), {"linewidth": 6})
-                           for impl in impls if impl in seeds})
+    implementations_legend(figure, impls, seeds, linewidth=6, linestyle="-")  # a bar's colour
     path = _save(figure, report_dir, section, "per_class_accuracy")
     return FigureFile(path, "Per-class test accuracy of the EMA model at the last evaluation: the mean over the "
                             "seeds the legend counts (bar), lowest to highest seed (whisker).")
