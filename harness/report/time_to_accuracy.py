@@ -86,17 +86,20 @@ def _target_values(section: Section, targets: list[Target], labels: int) -> list
     return values
 
 
-def reached(data: ReportData, run_id: str, top1: float) -> tuple[int, float] | None:
-    """(iteration, training seconds) of the run's first evaluation at or above `top1`; None if none reached it."""
+def reached(data: ReportData, run_id: str, top1: float, seconds: pd.Series) -> tuple[int, float] | None:
+    """(iteration, training seconds) of the run's first evaluation at or above `top1`; None if none reached it.
+    `seconds`: the run's training_seconds."""
     history = data.history(run_id, interface.EVAL_TOP1)
     hits = history[history >= top1]
     if hits.empty:
         return None
     step = int(hits.index[0])
-    return step, seconds_at(training_seconds(data, run_id), step)
+    return step, seconds_at(seconds, step)
 
 
 def time_to_accuracy_table(section: Section, data: ReportData, targets: list[Target]) -> Table | None:
+    clocks = {run_id: training_seconds(data, run_id) for run_id in section.summaries["run_id"]}
+    walls = _run_wall_seconds(data)
     rows = []
     for labels in sorted(section.summaries["labels"].unique()):
         for target_words, top1 in _target_values(section, targets, int(labels)):
@@ -104,10 +107,11 @@ def time_to_accuracy_table(section: Section, data: ReportData, targets: list[Tar
                 runs = section.summaries[(section.summaries["labels"] == labels) & (section.summaries["impl"] == impl)]
                 if runs.empty:
                     continue
-                hits = [found for found in (reached(data, run_id, top1) for run_id in runs["run_id"]) if found]
+                hits = [found for found in (reached(data, run_id, top1, clocks[run_id]) for run_id in runs["run_id"])
+                        if found]
                 rows.append([str(labels), target_words, impl, f"{len(hits)} of {len(runs)}",
                              _median(hits, 0, lambda step: count(int(round(step)))), _median(hits, 1, _duration),
-                             _duration(np.median([_run_wall_seconds(data, run_id) for run_id in runs["run_id"]]))])
+                             _duration(np.median(walls[runs["run_id"]].to_numpy()))])
     if not rows:
         return None
     return Table(
@@ -127,9 +131,10 @@ def _median(hits: list[tuple[int, float]], index: int, words) -> str:
     return words(float(np.median([hit[index] for hit in hits]))) if hits else "not reached"
 
 
-def _run_wall_seconds(data: ReportData, run_id: str) -> float:
-    run = data.runs.set_index("run_id").loc[run_id]
-    return (int(run["end_time"]) - int(run["start_time"])) / 1000 if run["start_time"] else np.nan
+def _run_wall_seconds(data: ReportData) -> pd.Series:
+    """Each run's MLflow wall time (start to end), by run id; NaN where no start was recorded."""
+    runs = data.runs.set_index("run_id")
+    return ((runs["end_time"] - runs["start_time"]) / 1000).where(runs["start_time"] > 0)
 
 
 def _duration(seconds: float) -> str:
