@@ -34,6 +34,7 @@ from harness.layout import process_alive, read_worker_file, run_folder, worker_h
 from harness.plan import GridPlan, PlannedRun
 from harness.worker import (EXIT_BUSY, LOG_FILE, PROGRESS_FILE, RUN_LOCK_FD_VARIABLE, SPEC_FILE, RunSpec,
                             hold_run_lock, write_worker_file)
+from harness.worker_events import FREE_SPACE, ended_words
 from implementations.common import first_line, full_disk_file, is_disk_full
 
 
@@ -268,10 +269,8 @@ class Scheduler:
     def _store_full_message(self, active: WatchedRun, error: Exception) -> str:
         named = full_disk_file(error)
         store = Path(named) if named else tracking.sqlite_path(self.plan.store.tracking_uri) or active.work_dir / LOG_FILE
-        kept = (f"its checkpoint of iteration {active.last_checkpoint} is kept" if active.last_checkpoint
-                else "it had no checkpoint yet")
-        return (f"the disk holding {store.parent} is full, so the MLflow store could not record how the run ended "
-                f"at iteration {active.last_iteration}; {kept}; free space there and run the same command again")
+        cause = f"the disk holding {store.parent} is full, so the MLflow store could not record how the run ended"
+        return ended_words(cause, active.last_iteration, active.last_checkpoint) + FREE_SPACE
 
     def _outcome_recorded(self, active: WatchedRun, return_code: int | None) -> RunOutcome:
         outcome = outcome_from_store(self.client, active.name, active.run_id) if active.run_id else \

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Mapping
 
-from harness.worker_events import RunnerEvents, Stopped
+from harness.worker_events import FREE_SPACE, RunnerEvents, Stopped
 from implementations import interface
 from implementations.common import (SQLITE_FULL, error_chain, first_line, full_disk_file, is_disk_full,
                                     write_text_atomically)
@@ -244,8 +244,7 @@ def _failure(error: BaseException, events: RunnerEvents, spec: RunSpec) -> tuple
         return "KILLED", events.stopped_message(error)
     if is_disk_full(error):
         _log(traceback.format_exc().rstrip())  # the details stay in worker.log, if it can still be written
-        return "FAILED", events.ended_message(f"the disk holding {_full_disk_folder(error, spec)} is full") + (
-            "; free space there and run the same command again")
+        return "FAILED", events.ended_message(f"the disk holding {_full_disk_folder(error, spec)} is full") + FREE_SPACE
     if isinstance(error, NonFiniteLossError):
         return "FAILED", f"non-finite loss: {error}"
     if isinstance(error, (CheckpointError, tracking.TrackingError)):  # the message says what happened and what to do

@@ -101,9 +101,18 @@ class RunnerEvents:
 
     def ended_message(self, cause: str) -> str:
         """`cause` at the last iteration, and what the run keeps and what resuming it costs."""
-        message = f"{cause} at iteration {self.last_iteration}"
-        if self.last_checkpoint is None:
-            return message + " before its first checkpoint: it starts from the beginning when resumed"
-        lost = self.last_iteration - self.last_checkpoint
-        return (message + f"; its checkpoint of iteration {self.last_checkpoint} is kept"
-                + (f", the {lost} iterations after it are trained again when the run resumes" if lost else ""))
+        return ended_words(cause, self.last_iteration, self.last_checkpoint)
+
+
+FREE_SPACE = "; free space there and run the same command again"  # after a full disk's ended_words
+
+
+def ended_words(cause: str, last_iteration: int, last_checkpoint: int | None) -> str:
+    """`cause` at `last_iteration`, and what the run keeps and what resuming it costs: the worker's record of why
+    its run ended, and the runner's when the worker could not say it."""
+    message = f"{cause} at iteration {last_iteration}"
+    if not last_checkpoint:
+        return message + " before its first checkpoint: it starts from the beginning when resumed"
+    lost = last_iteration - last_checkpoint
+    return (message + f"; its checkpoint of iteration {last_checkpoint} is kept"
+            + (f", the {lost} iterations after it are trained again when the run resumes" if lost else ""))

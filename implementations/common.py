@@ -100,6 +100,5 @@ def write_atomically(path: Path | str, write: Callable[[IO[bytes]], object]) -> 
         raise
 
 
-
 def write_text_atomically(path: Path | str, text: str) -> None:
     write_atomically(path, lambda file: file.write(text.encode("utf-8")))
